@@ -1,0 +1,90 @@
+//! The one error type of the crate.
+
+use core::fmt;
+
+/// Why an operation was refused.
+///
+/// Every fallible operation in `polyak` checks its whole input before it
+/// writes anything, so when one of these is returned the averager (or the
+/// output buffer) is bit-for-bit what it was before the call.
+///
+/// The enum is `#[non_exhaustive]`: match with a wildcard arm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum Error {
+    /// A buffer has the wrong number of elements.
+    LengthMismatch {
+        /// The length the operation needs (usually the shadow's length).
+        expected: usize,
+        /// The length it was given.
+        found: usize,
+    },
+    /// An f32 input holds NaN or ±Inf at `index`.
+    NonFinite {
+        /// Position of the first offending element.
+        index: usize,
+    },
+    /// An f32 input is finite but larger in magnitude than
+    /// [`F32_LIMIT`](crate::F32_LIMIT), where differences and sums could
+    /// overflow.
+    OutOfRange {
+        /// Position of the first offending element.
+        index: usize,
+    },
+    /// A decay β outside `[0, 1)` (or NaN), or a fixed-point coefficient α
+    /// outside `(0, 1]`.
+    InvalidDecay,
+    /// An interpolation coefficient outside `[0, 1]` (or NaN).
+    InvalidCoefficient,
+    /// A weight is negative, NaN or infinite.
+    InvalidWeight {
+        /// Position of the first offending weight.
+        index: usize,
+    },
+    /// The weights sum to zero, so there is nothing to average.
+    ZeroTotalWeight,
+    /// The total weight is too large to be accumulated exactly.
+    WeightOverflow,
+    /// One more update would take a counter past the range in which the
+    /// accumulator is exact.
+    CountOverflow,
+    /// A state handed to a `from_parts` constructor breaks an invariant
+    /// (for example an accumulator larger than its count allows).
+    InvalidState,
+    /// There is nothing to read yet (no update since construction or reset),
+    /// or no model was given.
+    Empty,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Error::LengthMismatch { expected, found } => {
+                write!(
+                    f,
+                    "length mismatch: expected {expected} elements, found {found}"
+                )
+            }
+            Error::NonFinite { index } => write!(f, "non-finite value at index {index}"),
+            Error::OutOfRange { index } => {
+                write!(
+                    f,
+                    "value at index {index} exceeds the f32 input limit 2^100"
+                )
+            }
+            Error::InvalidDecay => f.write_str("decay outside its valid range"),
+            Error::InvalidCoefficient => f.write_str("coefficient outside [0, 1]"),
+            Error::InvalidWeight { index } => {
+                write!(f, "weight at index {index} is negative or not finite")
+            }
+            Error::ZeroTotalWeight => f.write_str("total weight is zero"),
+            Error::WeightOverflow => f.write_str("total weight exceeds the exact range"),
+            Error::CountOverflow => f.write_str("counter would leave the exact range"),
+            Error::InvalidState => f.write_str("state violates an invariant"),
+            Error::Empty => f.write_str("nothing to read yet"),
+        }
+    }
+}
+
+impl core::error::Error for Error {}

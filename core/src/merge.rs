@@ -1,0 +1,278 @@
+//! Merging whole models: weighted averages (FedAvg, soups) and
+//! interpolation (WiSE-FT).
+//!
+//! These functions take every model at once as slices. Streaming
+//! aggregators that fold models in one at a time build on the same kernels.
+//!
+//! | element | weights | sum | error of each output element |
+//! |---|---|---|---|
+//! | `f32` | `f32 ≥ 0` | products rounded, sum compensated | `ε·(1.5·|ref| + M) + K·η·(M + 1)` |
+//! | [`Q15`], [`Q31`] | `u32` counts | exact i64 | ≤ ½ LSB, nearest-even, any model order |
+//!
+//! (`M = max_k |x_k|` for that element, `K` the number of models,
+//! `ε = 2⁻²³`, `η = 2⁻¹⁴⁹`.)
+//!
+//! ```
+//! use polyak::merge;
+//!
+//! let a = [1.0f32, 2.0];
+//! let b = [3.0f32, 6.0];
+//! let mut out = [0.0f32; 2];
+//! // FedAvg: client a saw 100 examples, client b 300.
+//! merge::fedavg(&[&a, &b], &[100, 300], &mut out)?;
+//! assert_eq!(out, [2.5, 5.0]);
+//! // WiSE-FT: a quarter of the way from a to b.
+//! merge::interpolate(&a, &b, 0.25, &mut out)?;
+//! assert_eq!(out, [1.5, 3.0]);
+//! # Ok::<(), polyak::Error>(())
+//! ```
+
+use core::num::NonZeroU64;
+
+use crate::ema::check_len;
+use crate::format::{CompF32, U1F31, check_f32, check_weights_f32};
+use crate::kernel::merge as k;
+use crate::kernel::swa::comp_add;
+use crate::{Error, Q15, Q31};
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for super::Q15 {}
+    impl Sealed for super::Q31 {}
+}
+
+/// An element type that can be merged: `f32`, [`Q15`], [`Q31`]. Sealed.
+pub trait Merge: Copy + sealed::Sealed {
+    /// Weight type of [`weighted_average`]: `f32` for f32 models, `u32`
+    /// counts (exact) for fixed point.
+    type Weight: Copy;
+    /// Interpolation coefficient type: `f32` for f32, [`U1F31`] for fixed
+    /// point (1.0 exactly representable).
+    type Frac: Copy;
+    #[doc(hidden)]
+    fn check(values: &[Self]) -> Result<(), Error>;
+    #[doc(hidden)]
+    fn weighted(
+        models: &[&[Self]],
+        weights: &[Self::Weight],
+        out: &mut [Self],
+    ) -> Result<(), Error>;
+    #[doc(hidden)]
+    fn counted(models: &[&[Self]], counts: &[u32], out: &mut [Self]) -> Result<(), Error>;
+    #[doc(hidden)]
+    fn lerp(a: &[Self], b: &[Self], t: Self::Frac, out: &mut [Self]) -> Result<(), Error>;
+}
+
+/// f32 weights: products `fl(w·x)` summed in a compensated pair, divided by
+/// the compensated sum of weights. The weights are first scaled by a power
+/// of two (exact) so that they sum to `[1, 2)`: no product can overflow.
+///
+/// **Bound**, per element, for `K ≤ 2²⁰` models:
+/// `|out − ref| ≤ ε·(1.5·|ref| + M) + K·η·(M + 1)`.
+impl Merge for f32 {
+    type Weight = f32;
+    type Frac = f32;
+
+    fn check(values: &[f32]) -> Result<(), Error> {
+        check_f32(values)
+    }
+    fn weighted(models: &[&[f32]], weights: &[f32], out: &mut [f32]) -> Result<(), Error> {
+        check_weights_f32(weights)?;
+        weighted_f32(models, weights.iter().copied(), out)
+    }
+    fn counted(models: &[&[f32]], counts: &[u32], out: &mut [f32]) -> Result<(), Error> {
+        // Counts above 2^24 round to the nearest f32 (relative error ≤ ε/2).
+        weighted_f32(models, counts.iter().map(|&c| c as f32), out)
+    }
+    fn lerp(a: &[f32], b: &[f32], t: f32, out: &mut [f32]) -> Result<(), Error> {
+        if !(0.0..=1.0).contains(&t) {
+            return Err(Error::InvalidCoefficient);
+        }
+        k::lerp_f32(a, b, t, out);
+        Ok(())
+    }
+}
+
+fn weighted_f32(
+    models: &[&[f32]],
+    weights: impl Iterator<Item = f32> + Clone,
+    out: &mut [f32],
+) -> Result<(), Error> {
+    let total = weights.clone().fold(CompF32::ZERO, comp_add).value();
+    if total == 0.0 {
+        return Err(Error::ZeroTotalWeight);
+    }
+    if !total.is_finite() {
+        return Err(Error::WeightOverflow);
+    }
+    // 2^-e with 2^e ≤ total < 2^(e+1), e clamped to the normal range.
+    let e = ((total.to_bits() >> 23) as i32 - 127).max(-126);
+    let scale = f32::from_bits(((127 - e) as u32) << 23);
+    let scaled = weights.clone().map(|w| w * scale);
+    let scaled_total = scaled.fold(CompF32::ZERO, comp_add).value();
+    k::weighted_f32(models, weights, scale, scaled_total, out);
+    Ok(())
+}
+
+/// Fixed-point weights are `u32` counts; the sum `Σ w·x` is exact in i64
+/// and the quotient is rounded once.
+///
+/// **Bound**: `|out − ref| ≤ ½` LSB (correctly rounded, ties to even), the
+/// same bits for any order of the models. The total weight must not
+/// exceed 2³² − 1 ([`Error::WeightOverflow`]).
+impl Merge for Q15 {
+    type Weight = u32;
+    type Frac = U1F31;
+
+    fn check(_: &[Q15]) -> Result<(), Error> {
+        Ok(())
+    }
+    fn weighted(models: &[&[Q15]], weights: &[u32], out: &mut [Q15]) -> Result<(), Error> {
+        Self::counted(models, weights, out)
+    }
+    fn counted(models: &[&[Q15]], counts: &[u32], out: &mut [Q15]) -> Result<(), Error> {
+        let total = fixed_total(counts)?;
+        k::weighted_fixed(
+            models,
+            counts,
+            total,
+            out,
+            |x: Q15| i64::from(x.to_bits()),
+            |v| Q15::from_bits(v as i16),
+        );
+        Ok(())
+    }
+    fn lerp(a: &[Q15], b: &[Q15], t: U1F31, out: &mut [Q15]) -> Result<(), Error> {
+        let t = fixed_frac(t)?;
+        k::lerp_fixed(
+            a,
+            b,
+            t,
+            out,
+            |x: Q15| i64::from(x.to_bits()),
+            |v| Q15::from_bits(v as i16),
+        );
+        Ok(())
+    }
+}
+
+/// As for [`Q15`]: exact i64 sum, one rounding, ≤ ½ LSB, order-independent.
+impl Merge for Q31 {
+    type Weight = u32;
+    type Frac = U1F31;
+
+    fn check(_: &[Q31]) -> Result<(), Error> {
+        Ok(())
+    }
+    fn weighted(models: &[&[Q31]], weights: &[u32], out: &mut [Q31]) -> Result<(), Error> {
+        Self::counted(models, weights, out)
+    }
+    fn counted(models: &[&[Q31]], counts: &[u32], out: &mut [Q31]) -> Result<(), Error> {
+        let total = fixed_total(counts)?;
+        k::weighted_fixed(
+            models,
+            counts,
+            total,
+            out,
+            |x: Q31| i64::from(x.to_bits()),
+            |v| Q31::from_bits(v as i32),
+        );
+        Ok(())
+    }
+    fn lerp(a: &[Q31], b: &[Q31], t: U1F31, out: &mut [Q31]) -> Result<(), Error> {
+        let t = fixed_frac(t)?;
+        k::lerp_fixed(
+            a,
+            b,
+            t,
+            out,
+            |x: Q31| i64::from(x.to_bits()),
+            |v| Q31::from_bits(v as i32),
+        );
+        Ok(())
+    }
+}
+
+fn fixed_total(counts: &[u32]) -> Result<NonZeroU64, Error> {
+    let total: u64 = counts.iter().map(|&c| u64::from(c)).sum();
+    if total > u64::from(u32::MAX) {
+        return Err(Error::WeightOverflow);
+    }
+    NonZeroU64::new(total).ok_or(Error::ZeroTotalWeight)
+}
+
+fn fixed_frac(t: U1F31) -> Result<i64, Error> {
+    let t = i64::from(t.to_bits());
+    if t > 1 << 31 {
+        return Err(Error::InvalidCoefficient);
+    }
+    Ok(t)
+}
+
+fn check_models<T: Merge>(models: &[&[T]], n_weights: usize, out_len: usize) -> Result<(), Error> {
+    if models.is_empty() {
+        return Err(Error::Empty);
+    }
+    check_len(models.len(), n_weights)?;
+    for m in models {
+        check_len(out_len, m.len())?;
+    }
+    for m in models {
+        T::check(m)?;
+    }
+    Ok(())
+}
+
+/// `out = Σ_k w_k·models[k] / Σ_k w_k`, element by element.
+///
+/// With f32 models the weights are `f32` (non-negative; uniform weights
+/// give a model soup); with fixed-point models they are `u32` counts and
+/// the result is exact up to one final rounding.
+///
+/// # Errors
+/// [`Error::Empty`] for no models; [`Error::LengthMismatch`] if the
+/// number of weights differs from the number of models, or a model's length
+/// from `out`'s; [`Error::NonFinite`] / [`Error::OutOfRange`] for bad f32
+/// values; [`Error::InvalidWeight`] for a negative or non-finite weight;
+/// [`Error::ZeroTotalWeight`]; [`Error::WeightOverflow`]. `out` is
+/// untouched on error.
+pub fn weighted_average<T: Merge>(
+    models: &[&[T]],
+    weights: &[T::Weight],
+    out: &mut [T],
+) -> Result<(), Error> {
+    check_models(models, weights.len(), out.len())?;
+    T::weighted(models, weights, out)
+}
+
+/// Federated averaging: the average of client models weighted by their
+/// example counts. Exact (one rounding) in fixed point; for f32 the counts
+/// are converted to f32 (exact up to 2²⁴) and the f32 bound applies.
+///
+/// # Errors
+/// As [`weighted_average`].
+pub fn fedavg<T: Merge>(models: &[&[T]], counts: &[u32], out: &mut [T]) -> Result<(), Error> {
+    check_models(models, counts.len(), out.len())?;
+    T::counted(models, counts, out)
+}
+
+/// Linear interpolation `out = a + t·(b − a)`, `t ∈ [0, 1]`: `t = 0` gives
+/// `a` and `t = 1` gives `b` exactly (WiSE-FT: `a` the zero-shot model, `b`
+/// the fine-tuned one).
+///
+/// **Bound**: f32, with `t' = min(t, 1 − t)`:
+/// `|out − ref| ≤ ε·(½·|ref| + t'·|b − a|)·(1 + ε) + η`; fixed point
+/// (`t` a [`U1F31`] ≤ 1): ≤ ½ LSB, nearest-even.
+///
+/// # Errors
+/// [`Error::LengthMismatch`]; [`Error::InvalidCoefficient`] if `t` is NaN
+/// or outside `[0, 1]`; [`Error::NonFinite`] / [`Error::OutOfRange`] for bad
+/// f32 values. `out` is untouched on error.
+pub fn interpolate<T: Merge>(a: &[T], b: &[T], t: T::Frac, out: &mut [T]) -> Result<(), Error> {
+    check_len(out.len(), a.len())?;
+    check_len(out.len(), b.len())?;
+    T::check(a)?;
+    T::check(b)?;
+    T::lerp(a, b, t, out)
+}

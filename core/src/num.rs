@@ -1,0 +1,98 @@
+//! Scalar building blocks shared by the kernels: error-free transformations
+//! for f32 and correctly rounded integer scaling for fixed point.
+//!
+//! Everything here is `#[inline(always)]`, branch-free where it matters, and
+//! cannot panic: no slice indexing, no division by a value that may be zero,
+//! no arithmetic that can overflow for the documented argument ranges.
+
+use core::num::NonZeroU64;
+
+/// Error-free sum (Knuth's TwoSum): `s + e == a + b` exactly, with
+/// `s = fl(a + b)`, for any finite `a`, `b` whose sum does not overflow.
+#[inline(always)]
+pub(crate) fn two_sum(a: f32, b: f32) -> (f32, f32) {
+    let s = a + b;
+    let bb = s - a;
+    let e = (a - (s - bb)) + (b - bb);
+    (s, e)
+}
+
+/// `round(v / 2^SHIFT)` to nearest, ties to even, for any `v`.
+#[inline(always)]
+pub(crate) fn round_shift_i64<const SHIFT: u32>(v: i64) -> i64 {
+    let q = v >> SHIFT;
+    let r = v & ((1i64 << SHIFT) - 1);
+    let half = 1i64 << (SHIFT - 1);
+    q + i64::from((r > half) | ((r == half) & (q & 1 != 0)))
+}
+
+/// `round(v / 2^SHIFT)` to nearest, ties to even, for any `v`.
+#[inline(always)]
+pub(crate) fn round_shift_i128<const SHIFT: u32>(v: i128) -> i128 {
+    let q = v >> SHIFT;
+    let r = v & ((1i128 << SHIFT) - 1);
+    let half = 1i128 << (SHIFT - 1);
+    q + i128::from((r > half) | ((r == half) & (q & 1 != 0)))
+}
+
+/// `round(n / d)` to nearest, ties to even (symmetric in the sign of `n`).
+///
+/// The divisor is a `NonZeroU64`, so the division has no panic path.
+#[inline]
+pub(crate) fn div_round_i64(n: i64, d: NonZeroU64) -> i64 {
+    let m = n.unsigned_abs();
+    let q = m / d;
+    let r = m % d;
+    let rest = d.get() - r;
+    let up = (r > rest) | ((r == rest) & (q & 1 != 0));
+    let q = q + u64::from(up);
+    // |n| / d rounded is at most |n|, which fits in i64 except for
+    // n = i64::MIN, d = 1, where the wrapping negation gives the exact result.
+    let q = q as i64;
+    if n < 0 { q.wrapping_neg() } else { q }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_sum_is_exact() {
+        let cases = [
+            (1.0f32, 1e-10f32),
+            (1e30, -1e30),
+            (3.0, f32::EPSILON / 4.0),
+            (-0.1, 0.3),
+        ];
+        for (a, b) in cases {
+            let (s, e) = two_sum(a, b);
+            assert_eq!(f64::from(s) + f64::from(e), f64::from(a) + f64::from(b));
+        }
+    }
+
+    #[test]
+    fn shifts_round_half_to_even() {
+        // 2.5 -> 2, 3.5 -> 4, -2.5 -> -2, 2.25 -> 2, 2.75 -> 3
+        assert_eq!(round_shift_i64::<2>(10), 2);
+        assert_eq!(round_shift_i64::<2>(14), 4);
+        assert_eq!(round_shift_i64::<2>(-10), -2);
+        assert_eq!(round_shift_i64::<2>(9), 2);
+        assert_eq!(round_shift_i64::<2>(11), 3);
+        assert_eq!(round_shift_i64::<2>(-11), -3);
+        assert_eq!(round_shift_i128::<2>(-14), -4);
+        assert_eq!(round_shift_i128::<2>(-9), -2);
+    }
+
+    #[test]
+    fn division_rounds_half_to_even() {
+        let d = |v| NonZeroU64::new(v).unwrap();
+        assert_eq!(div_round_i64(5, d(2)), 2);
+        assert_eq!(div_round_i64(7, d(2)), 4);
+        assert_eq!(div_round_i64(-5, d(2)), -2);
+        assert_eq!(div_round_i64(-7, d(2)), -4);
+        assert_eq!(div_round_i64(10, d(3)), 3);
+        assert_eq!(div_round_i64(11, d(3)), 4);
+        assert_eq!(div_round_i64(i64::MIN, d(1)), i64::MIN);
+        assert_eq!(div_round_i64(i64::MAX, d(1)), i64::MAX);
+    }
+}

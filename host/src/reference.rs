@@ -1,0 +1,148 @@
+//! f64 reference implementations, written from the formulas.
+//!
+//! Each also reports a bound on its own rounding error (f64 is not exact
+//! either), which tests add to the bound of the kernel under test.
+
+/// f64 unit roundoff, 2⁻⁵³.
+pub const U64: f64 = 1.0 / 9_007_199_254_740_992.0;
+
+/// EMA `s ← s + α·(x − s)` in f64, element-wise.
+#[derive(Debug, Clone)]
+pub struct Ema {
+    alpha: f64,
+    debiased: bool,
+    s: Vec<f64>,
+    steps: u64,
+    max_abs: Vec<f64>,
+}
+
+impl Ema {
+    /// Copy-first EMA over `n` parameters with coefficient `alpha`.
+    pub fn new(n: usize, alpha: f64) -> Self {
+        Self {
+            alpha,
+            debiased: false,
+            s: vec![0.0; n],
+            steps: 0,
+            max_abs: vec![0.0; n],
+        }
+    }
+
+    /// Zero-initialised EMA read as `s / (1 − (1 − α)ᵗ)`.
+    pub fn new_debiased(n: usize, alpha: f64) -> Self {
+        Self {
+            debiased: true,
+            ..Self::new(n, alpha)
+        }
+    }
+
+    /// One step.
+    pub fn update(&mut self, x: &[f64]) {
+        assert_eq!(x.len(), self.s.len());
+        for ((s, &x), m) in self.s.iter_mut().zip(x).zip(&mut self.max_abs) {
+            if self.steps == 0 && !self.debiased {
+                *s = x;
+            } else {
+                *s += self.alpha * (x - *s);
+            }
+            *m = m.max(x.abs());
+        }
+        self.steps += 1;
+    }
+
+    /// The average (debiased if so constructed).
+    pub fn value(&self) -> Vec<f64> {
+        if self.debiased {
+            let w = 1.0 - (1.0 - self.alpha).powf(self.steps as f64);
+            self.s.iter().map(|s| s / w).collect()
+        } else {
+            self.s.clone()
+        }
+    }
+
+    /// Largest |x| each element has seen.
+    pub fn max_abs(&self) -> &[f64] {
+        &self.max_abs
+    }
+
+    /// Steps taken.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// Bound on this reference's own rounding error for element `i`:
+    /// the f64 recurrence stalls at `u·M/α` like any plain EMA, plus `4u·M`.
+    pub fn own_error(&self, i: usize) -> f64 {
+        let m = self.max_abs[i];
+        let t = (self.steps as f64).min(1.0 / self.alpha);
+        if self.debiased {
+            // the recurrence (u·M per step, relative to the weight) plus
+            // 1 − βᵗ, whose cancellation costs u/α relative at t = 1.
+            U64 * m * (2.0 * t + 2.0 / self.alpha + 10.0)
+        } else {
+            U64 * m / self.alpha + 4.0 * U64 * m
+        }
+    }
+}
+
+/// Mean of snapshots as `Σx / n`, element-wise, with `Σ|x|` kept for
+/// bounds.
+#[derive(Debug, Clone)]
+pub struct Mean {
+    sum: Vec<f64>,
+    sum_abs: Vec<f64>,
+    n: u64,
+}
+
+impl Mean {
+    /// An empty mean over `len` parameters.
+    pub fn new(len: usize) -> Self {
+        Self {
+            sum: vec![0.0; len],
+            sum_abs: vec![0.0; len],
+            n: 0,
+        }
+    }
+
+    /// Adds a snapshot.
+    pub fn update(&mut self, x: &[f64]) {
+        for ((s, a), &x) in self.sum.iter_mut().zip(&mut self.sum_abs).zip(x) {
+            *s += x;
+            *a += x.abs();
+        }
+        self.n += 1;
+    }
+
+    /// `Σx / n`.
+    pub fn value(&self) -> Vec<f64> {
+        self.sum.iter().map(|s| s / self.n as f64).collect()
+    }
+
+    /// `Σ|x| / n` per element.
+    pub fn mean_abs(&self) -> Vec<f64> {
+        self.sum_abs.iter().map(|s| s / self.n as f64).collect()
+    }
+
+    /// The plain f64 sum's own error bound for element `i`: `n·u·mean|x|`
+    /// (plus the division).
+    pub fn own_error(&self, i: usize) -> f64 {
+        (self.n as f64 + 1.0) * U64 * self.sum_abs[i] / self.n as f64
+    }
+
+    /// Snapshots so far.
+    pub fn count(&self) -> u64 {
+        self.n
+    }
+}
+
+/// `Σ_k w_k·x_k / Σ_k w_k` for one element.
+pub fn weighted_average(values: &[f64], weights: &[f64]) -> f64 {
+    let num: f64 = values.iter().zip(weights).map(|(x, w)| w * x).sum();
+    let den: f64 = weights.iter().sum();
+    num / den
+}
+
+/// `a + t·(b − a)`.
+pub fn interpolate(a: f64, b: f64, t: f64) -> f64 {
+    a + t * (b - a)
+}

@@ -252,9 +252,19 @@ fn check_q15(
     };
     let mut out = vec![Q15::ZERO; n];
     let mut worst = 0.0f64;
+    // the shadow itself (before the read rounds it): within 2⁻¹⁷/α LSB
+    let shadow_bound = 2f64.powi(-17) / alpha;
     for x in steps {
         ema.update(x).unwrap();
         r.update(&x.iter().map(|v| v.to_num::<f64>()).collect::<Vec<_>>());
+        for (i, (s, w)) in ema.shadow().iter().zip(r.raw()).enumerate() {
+            let err = (s.to_num::<f64>() - w).abs() / LSB15;
+            let own = r.own_error(i) / LSB15;
+            prop_assert!(
+                err <= shadow_bound + own,
+                "shadow {i}: {err} LSB > {shadow_bound}"
+            );
+        }
         ema.read_into(&mut out).unwrap();
         for (i, (o, w)) in out.iter().zip(r.value()).enumerate() {
             let err = (o.to_num::<f64>() - w).abs() / LSB15;
@@ -307,6 +317,11 @@ proptest! {
         for x in &steps {
             ema.update(x).unwrap();
             r.update(&x.iter().map(|v| v.to_num::<f64>()).collect::<Vec<_>>());
+            // the Q62 shadow itself: within 2⁻³²/α LSB of Q31
+            for (i, (s, w)) in ema.shadow().iter().zip(r.raw()).enumerate() {
+                let err = (s.to_num::<f64>() - w).abs() / LSB31;
+                prop_assert!(err <= 2f64.powi(-32) / alpha + r.own_error(i) / LSB31, "shadow {err} LSB");
+            }
             ema.read_into(&mut out).unwrap();
             for (i, (o, w)) in out.iter().zip(r.value()).enumerate() {
                 let err = (o.to_num::<f64>() - w).abs() / LSB31;
@@ -490,4 +505,62 @@ fn reset_starts_over() {
     let mut o = [0.0f32];
     d.read_into(&mut o).unwrap();
     assert_eq!(o, [8.0]);
+}
+
+/// For a constant input after the start the exact EMA has a closed form,
+/// `x − (x − s₀)·βᵗ`, precise enough in f64 (as a distance from `x`) to
+/// check the wide shadows at their own resolution, which a recurrence in
+/// f64 is not (its stall, `2⁻⁵³·|x|/α`, exceeds the Q62 shadow's bound).
+#[test]
+fn wide_shadows_track_a_step_within_their_own_resolution() {
+    for b in [0.9f32, 0.999, 0.9999] {
+        // Q15 → Q31 shadow: bound ½/α LSB of Q31 (= 2⁻¹⁷/α LSB of Q15)
+        let mut q15 = Ema::new([I1F31::ZERO; 1], b).unwrap();
+        let a_raw = q15.alpha().to_bits();
+        let alpha = f64::from(a_raw) / 2f64.powi(31);
+        let beta = 1.0 - alpha;
+        let x = Q15::from_num(0.5);
+        q15.update(&[Q15::ZERO]).unwrap();
+        let steps = (40.0 / alpha) as i32;
+        let mut worst = 0.0f64;
+        for t in 1..=steps {
+            q15.update(&[x]).unwrap();
+            // distance from x in Q31 LSBs, exact for the shadow
+            let got = f64::from((i32::from(x.to_bits()) << 16) - q15.shadow()[0].to_bits());
+            let want = 0.5 * beta.powi(t) * 2f64.powi(31);
+            worst = worst.max((got - want).abs());
+        }
+        assert!(
+            worst <= 0.5 / alpha,
+            "Q15 shadow at β={b}: {worst} LSB31 > {}",
+            0.5 / alpha
+        );
+
+        // Q31 → Q62 shadow: bound ½/α LSB of Q62 (= 2⁻³²/α LSB of Q31)
+        let mut q31 = Ema::new([I2F62::ZERO; 1], b).unwrap();
+        let x = Q31::from_num(0.5);
+        q31.update(&[Q31::ZERO]).unwrap();
+        let mut worst31 = 0.0f64;
+        for t in 1..=steps {
+            q31.update(&[x]).unwrap();
+            let got =
+                ((i128::from(x.to_bits()) << 31) - i128::from(q31.shadow()[0].to_bits())) as f64;
+            let want = 0.5 * beta.powi(t) * 2f64.powi(62);
+            // f64 resolves LSB62 only once the distance is below 2^50;
+            // its own relative error (≤ 2⁻⁴⁸ with powi) is added.
+            if want < 2f64.powi(50) {
+                let err = (got - want).abs() - want * 2f64.powi(-48);
+                worst31 = worst31.max(err);
+            }
+        }
+        assert!(
+            worst31 <= 0.5 / alpha,
+            "Q31 shadow at β={b}: {worst31} LSB62 > {}",
+            0.5 / alpha
+        );
+        println!(
+            "step at β={b}: Q31 shadow worst {worst:.1} LSB31, Q62 shadow worst {worst31:.1} LSB62 (bound {:.1})",
+            0.5 / alpha
+        );
+    }
 }

@@ -200,3 +200,36 @@ fn fedavg_in_f32_and_q15_agree_on_a_small_case() {
     merge::fedavg(&[&aq, &bq], &[1, 3], &mut outq).unwrap();
     assert_eq!(outq, out.map(Q15::from_num));
 }
+
+#[test]
+fn fixed_ties_round_to_even() {
+    let q = |v: i16| Q15::from_bits(v);
+    let mut out = [Q15::ZERO; 4];
+    // (1+2)/2 = 1.5 → 2, (2+3)/2 = 2.5 → 2, (−1−2)/2 = −1.5 → −2, (−2−3)/2 = −2.5 → −2
+    merge::fedavg(
+        &[&[q(1), q(2), q(-1), q(-2)], &[q(2), q(3), q(-2), q(-3)]],
+        &[1, 1],
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(out.map(|v| v.to_bits()), [2, 2, -2, -2]);
+    let half = U1F31::from_bits(1 << 30);
+    merge::interpolate(
+        &[q(1), q(2), q(-1), q(-2)],
+        &[q(2), q(3), q(-2), q(-3)],
+        half,
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(out.map(|v| v.to_bits()), [2, 2, -2, -2]);
+    let r = |v: i32| Q31::from_bits(v);
+    let mut out31 = [Q31::ZERO; 2];
+    merge::interpolate(
+        &[r(i32::MAX - 1), r(-3)],
+        &[r(i32::MAX), r(-2)],
+        half,
+        &mut out31,
+    )
+    .unwrap();
+    assert_eq!(out31.map(|v| v.to_bits()), [i32::MAX - 1, -2]);
+}

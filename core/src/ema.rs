@@ -267,7 +267,8 @@ impl EmaShadow for CompF32 {
 /// shadow itself within `2⁻¹⁷/α` LSB): ≤ 0.51 LSB at β = 0.999, ≤ 0.58 LSB
 /// at β = 0.9999.
 ///
-/// **Bound** (zero-debiased): `|read − ref| ≤ ½ + 2⁻¹⁶/(α − 2⁻³²)` LSB.
+/// **Bound** (zero-debiased): `|read − ref| ≤ ½ + 2⁻¹⁶/(α − 2⁻³²)` LSB
+/// (the biased shadow within `2⁻¹⁷/α` LSB of the f64 biased sum).
 impl EmaShadow for I1F31 {
     type Param = Q15;
     type Coef = U1F31;
@@ -322,7 +323,8 @@ impl EmaShadow for I1F31 {
 /// **Rounding**: the increment to nearest-even in Q62; the read to
 /// nearest-even in Q31. **Overflow**: none (as for Q15).
 ///
-/// **Bound** (copy-first): `|read − ref| ≤ ½ + 2⁻³²/α` LSB of Q31.
+/// **Bound** (copy-first): `|read − ref| ≤ ½ + 2⁻³²/α` LSB of Q31 (the
+/// shadow itself within `2⁻³²/α` LSB).
 ///
 /// The zero-debiased mode is not offered for Q31 yet:
 /// [`Ema::new_debiased`] does not accept this shadow type.

@@ -60,6 +60,12 @@ impl Ema {
         }
     }
 
+    /// The raw shadow: the average (copy-first) or the biased sum
+    /// (zero-initialised).
+    pub fn raw(&self) -> &[f64] {
+        &self.s
+    }
+
     /// Largest |x| each element has seen.
     pub fn max_abs(&self) -> &[f64] {
         &self.max_abs

@@ -1,0 +1,325 @@
+//! The training run: online SGD with a constant learning rate on a linear
+//! regression model, keeping at the same time
+//!
+//! - an f32 EMA of the weights (plain form),
+//! - a Q15 EMA with the Q31 wide shadow,
+//! - an SWA over the second half of training (compensated f32 sum),
+//! - a Switch EMA: a second SGD trajectory whose compensated EMA is copied
+//!   back into its weights every `switch_every` steps.
+//!
+//! Every `eval_every` steps the excess risk `E[((w − w*)·x)²]` of each
+//! weight vector is estimated on a held-out set (regenerated from its own
+//! seed, so it needs no storage) and handed to a callback.
+
+use embedded_hal::i2c::I2c;
+use polyak::{CompF32, Ema, I1F31, Q15, Swa};
+
+use crate::fnv1a;
+use crate::rng::Rng;
+use crate::sensor::{Sensor, SensorError, q15_to_f32, round_to_i32};
+
+/// Parameters of a run.
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    /// Seed of the sensor (true weights and noise) and of the held-out set.
+    pub seed: u64,
+    /// SGD steps (one sample each).
+    pub steps: u32,
+    /// Constant learning rate.
+    pub lr: f32,
+    /// EMA decay.
+    pub beta: f32,
+    /// Amplitude of the sensor's uniform noise.
+    pub noise: f32,
+    /// Steps between evaluations.
+    pub eval_every: u32,
+    /// Steps between Switch-EMA copies into the second model.
+    pub switch_every: u32,
+    /// Held-out samples per evaluation.
+    pub holdout: u32,
+}
+
+impl Config {
+    /// The configuration the firmware runs, for a given seed.
+    pub const fn new(seed: u64) -> Self {
+        Self {
+            seed,
+            steps: 12_000,
+            lr: 0.05,
+            beta: 0.998,
+            noise: 0.5,
+            eval_every: 2_000,
+            switch_every: 1_000,
+            holdout: 128,
+        }
+    }
+}
+
+/// Excess risk of each weight vector at one evaluation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Row {
+    /// Step of the evaluation.
+    pub step: u32,
+    /// The last SGD iterate.
+    pub last: f32,
+    /// The f32 EMA.
+    pub ema: f32,
+    /// The Q15 EMA (wide shadow).
+    pub ema_q15: f32,
+    /// The SWA (NaN before averaging starts).
+    pub swa: f32,
+    /// The Switch-EMA model's average.
+    pub switch: f32,
+}
+
+/// FNV-1a checksums of the raw bits of every buffer at the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checksums {
+    /// Last iterate.
+    pub last: u32,
+    /// f32 EMA, as read.
+    pub ema: u32,
+    /// Q15 EMA, as read (the i16 bits).
+    pub ema_q15: u32,
+    /// Q15 EMA's Q31 shadow.
+    pub ema_q15_shadow: u32,
+    /// SWA mean, as read.
+    pub swa: u32,
+    /// Switch-EMA average, as read.
+    pub switch: u32,
+}
+
+/// What a run ends with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Summary {
+    /// The last evaluation.
+    pub last_row: Row,
+    /// Checksums of every buffer.
+    pub checksums: Checksums,
+    /// Weight updates that had to saturate when converted to Q15.
+    pub q15_saturated: u32,
+}
+
+/// Why a run stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunError<E> {
+    /// The sensor failed.
+    Sensor(SensorError<E>),
+    /// An averager refused an update or a read.
+    Average(polyak::Error),
+    /// A weight or a risk became NaN or infinite.
+    NonFinite,
+}
+
+impl<E> From<polyak::Error> for RunError<E> {
+    fn from(e: polyak::Error) -> Self {
+        RunError::Average(e)
+    }
+}
+
+/// Every buffer a run needs, in one place the caller allocates (a
+/// `static` on the device): `D` weights each.
+#[derive(Debug, Clone)]
+pub struct Buffers<const D: usize> {
+    w: [f32; D],
+    w_switch: [f32; D],
+    x: [f32; D],
+    q: [Q15; D],
+    read: [f32; D],
+    ema: [f32; D],
+    ema_q15: [I1F31; D],
+    swa: [CompF32; D],
+    switch_ema: [CompF32; D],
+}
+
+impl<const D: usize> Buffers<D> {
+    /// Zeroed buffers.
+    pub const fn new() -> Self {
+        Self {
+            w: [0.0; D],
+            w_switch: [0.0; D],
+            x: [0.0; D],
+            q: [Q15::ZERO; D],
+            read: [0.0; D],
+            ema: [0.0; D],
+            ema_q15: [I1F31::ZERO; D],
+            swa: [CompF32::ZERO; D],
+            switch_ema: [CompF32::ZERO; D],
+        }
+    }
+
+    /// Bytes of RAM the buffers take.
+    pub const fn bytes() -> usize {
+        core::mem::size_of::<Self>()
+    }
+}
+
+impl<const D: usize> Default for Buffers<D> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One SGD step on squared loss: `w ← w + lr·(y − w·x)·x`.
+fn sgd(w: &mut [f32], x: &[f32], y: f32, lr: f32) {
+    let pred = w.iter().zip(x).fold(0.0f32, |acc, (w, x)| acc + w * x);
+    let g = lr * (y - pred);
+    for (w, x) in w.iter_mut().zip(x) {
+        *w += g * x;
+    }
+}
+
+/// Rounds f32 weights to Q15 (nearest, ties away from zero), saturating;
+/// returns how many saturated.
+fn to_q15(w: &[f32], q: &mut [Q15]) -> u32 {
+    let mut saturated = 0;
+    for (q, &w) in q.iter_mut().zip(w) {
+        let raw = round_to_i32(w * 32768.0);
+        let clamped = raw.clamp(i32::from(i16::MIN), i32::from(i16::MAX));
+        saturated += u32::from(clamped != raw);
+        *q = Q15::from_bits(clamped as i16);
+    }
+    saturated
+}
+
+/// Runs the training loop against `sensor`, whose true weights are
+/// `w_star`, calling `on_row` at every evaluation.
+///
+/// # Errors
+/// [`RunError`] if the sensor, an averager or the arithmetic fails.
+pub fn run<const D: usize, I: I2c>(
+    cfg: &Config,
+    sensor: &mut Sensor<I>,
+    w_star: &[f32; D],
+    bufs: &mut Buffers<D>,
+    mut on_row: impl FnMut(&Row),
+) -> Result<Summary, RunError<I::Error>> {
+    let Buffers {
+        w,
+        w_switch,
+        x,
+        q,
+        read,
+        ema,
+        ema_q15,
+        swa,
+        switch_ema,
+    } = bufs;
+    w.fill(0.0);
+    w_switch.fill(0.0);
+    let mut ema = Ema::new(&mut ema[..], cfg.beta)?;
+    let mut ema_q15 = Ema::new(&mut ema_q15[..], cfg.beta)?;
+    let mut swa = Swa::new(&mut swa[..]);
+    let mut switch_ema = Ema::new(&mut switch_ema[..], cfg.beta)?;
+    let swa_start = cfg.steps / 2;
+    let mut q15_saturated = 0u32;
+    let mut last_row = None;
+
+    for step in 1..=cfg.steps {
+        let y = sensor.read_sample(x).map_err(RunError::Sensor)?;
+        sgd(w, x, y, cfg.lr);
+        sgd(w_switch, x, y, cfg.lr);
+        ema.update(w)?;
+        q15_saturated += to_q15(w, q);
+        ema_q15.update(q)?;
+        if step > swa_start {
+            swa.update(w)?;
+        }
+        switch_ema.update(w_switch)?;
+        if step % cfg.switch_every == 0 {
+            switch_ema.switch_into(w_switch)?;
+        }
+        if step % cfg.eval_every == 0 || step == cfg.steps {
+            let mut risks = [f32::NAN; 5];
+            let mut sets: [&[f32]; 5] = [&[]; 5];
+            let mut ema_read = [0.0f32; D];
+            let mut q15_read = [0.0f32; D];
+            let mut swa_read = [0.0f32; D];
+            ema.read_into(&mut ema_read)?;
+            ema_q15.read_into(q)?;
+            for (f, q) in q15_read.iter_mut().zip(q.iter()) {
+                *f = q15_to_f32(q.to_bits());
+            }
+            let swa_ready = swa.count() > 0;
+            if swa_ready {
+                swa.read_into(&mut swa_read)?;
+            }
+            switch_ema.read_into(read)?;
+            sets[0] = w;
+            sets[1] = &ema_read;
+            sets[2] = &q15_read;
+            sets[3] = &swa_read;
+            sets[4] = read;
+            excess_risks(cfg, w_star, &sets, &mut risks);
+            if !swa_ready {
+                risks[3] = f32::NAN;
+            }
+            let [last, e, eq, s, sw] = risks;
+            if [last, e, eq, sw].iter().any(|r| !r.is_finite()) {
+                return Err(RunError::NonFinite);
+            }
+            let row = Row {
+                step,
+                last,
+                ema: e,
+                ema_q15: eq,
+                swa: s,
+                switch: sw,
+            };
+            on_row(&row);
+            last_row = Some(row);
+        }
+    }
+    let last_row = last_row.ok_or(RunError::NonFinite)?;
+
+    let bits = |v: &[f32]| fnv1a(v.iter().map(|x| x.to_bits()));
+    ema.read_into(read)?;
+    let ema_sum = bits(read);
+    ema_q15.read_into(q)?;
+    let q15_sum = fnv1a(q.iter().map(|v| u32::from(v.to_bits() as u16)));
+    let q15_shadow = fnv1a(ema_q15.shadow().iter().map(|v| v.to_bits() as u32));
+    swa.read_into(read)?;
+    let swa_sum = bits(read);
+    switch_ema.read_into(read)?;
+    let switch_sum = bits(read);
+    Ok(Summary {
+        last_row,
+        checksums: Checksums {
+            last: bits(w),
+            ema: ema_sum,
+            ema_q15: q15_sum,
+            ema_q15_shadow: q15_shadow,
+            swa: swa_sum,
+            switch: switch_sum,
+        },
+        q15_saturated,
+    })
+}
+
+/// `mean_j ((w − w*)·x_j)²` over the held-out set, for every `w` in `sets`.
+fn excess_risks<const D: usize>(
+    cfg: &Config,
+    w_star: &[f32; D],
+    sets: &[&[f32]; 5],
+    out: &mut [f32; 5],
+) {
+    let mut rng = Rng::new(cfg.seed ^ 0x5eed_0f_4e1d_0u64);
+    let mut acc = [0.0f32; 5];
+    let mut x = [0.0f32; D];
+    for _ in 0..cfg.holdout {
+        for xi in x.iter_mut() {
+            *xi = q15_to_f32(rng.next_i16());
+        }
+        for (a, w) in acc.iter_mut().zip(sets) {
+            let d = w
+                .iter()
+                .zip(w_star)
+                .zip(&x)
+                .fold(0.0f32, |s, ((w, ws), x)| s + (w - ws) * x);
+            *a += d * d;
+        }
+    }
+    for (o, a) in out.iter_mut().zip(acc) {
+        *o = a / cfg.holdout as f32;
+    }
+}

@@ -2,12 +2,25 @@
 //! cross builds and (for the firmware) QEMU.
 //!
 //! ```text
-//! cargo xtask test    fmt, clippy, tests, docs, no_std cross builds
+//! cargo xtask demo [m4|m0]   build the firmware, run it under QEMU, print the table
+//! cargo xtask size           .text of each kernel in the release firmware
+//! cargo xtask test           fmt, clippy, tests, docs, no_std cross builds,
+//!                            and the QEMU end-to-end bit-exactness test
 //! ```
+
+mod e2e;
+mod firmware;
+mod size;
 
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use firmware::Board;
+
+/// Longest a QEMU run may take before it is killed.
+const QEMU_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The no_std targets the core crate must build for.
 const THUMB_TARGETS: [&str; 3] = [
@@ -20,9 +33,18 @@ fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
+        Some("size") => size::size(),
+        Some("demo") => match args.get(1).map(|b| Board::parse(b)) {
+            None => demo(Board::Mps2An386),
+            Some(Some(board)) => demo(board),
+            Some(None) => Err("unknown board: use m4 (MPS2-AN386) or m0 (micro:bit)".into()),
+        },
         _ => {
             eprintln!(
-                "usage: cargo xtask <command>\n\n  test    fmt, clippy, tests, docs, no_std cross builds"
+                "usage: cargo xtask <command>\n\n  \
+                 demo [m4|m0]  on-device learning under QEMU (default m4)\n  \
+                 size          code size of each kernel in the release firmware\n  \
+                 test          every check, including the QEMU end-to-end test"
             );
             return ExitCode::from(2);
         }
@@ -38,7 +60,7 @@ fn main() -> ExitCode {
 
 type Result<T = ()> = std::result::Result<T, String>;
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_path_buf)
@@ -51,7 +73,7 @@ fn cargo() -> Command {
     c
 }
 
-fn run(what: &str, mut cmd: Command) -> Result {
+pub(crate) fn run(what: &str, mut cmd: Command) -> Result {
     eprintln!("\n== {what}");
     let status = cmd
         .status()
@@ -65,7 +87,7 @@ fn run(what: &str, mut cmd: Command) -> Result {
 
 /// Adds any missing rustup target (the toolchain file lists them too, but
 /// an already-installed toolchain does not pick new targets up by itself).
-fn ensure_targets(targets: &[&str]) -> Result {
+pub(crate) fn ensure_targets(targets: &[&str]) -> Result {
     let out = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .current_dir(root())
@@ -130,6 +152,53 @@ fn test() -> Result {
             run(&format!("polyak for {target} {}", features.join(" ")), c)?;
         }
     }
+    let mut c = cargo();
+    c.args([
+        "clippy",
+        "--release",
+        "--manifest-path",
+        "firmware-example/Cargo.toml",
+    ])
+    .args([
+        "--target",
+        Board::Mps2An386.target(),
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    run("cargo clippy (firmware, thumbv7em)", c)?;
+
+    // The release firmware links a panic handler that cannot be linked, so
+    // building it proves the kernels it uses are free of panic paths.
+    for board in Board::ALL {
+        let elf = firmware::build(board, true)?;
+        eprintln!("\n== QEMU end-to-end on {}", board.name());
+        let out = firmware::run_qemu(board, &elf, QEMU_TIMEOUT)?;
+        e2e::check(board, &out)?;
+        let sizes = size::measure(&elf)?;
+        size::print(board, &sizes);
+        if sizes.kernel_total() > size::KERNEL_BUDGET {
+            return Err(format!(
+                "{}: the kernels take {} B of .text, over the {} B budget",
+                board.name(),
+                sizes.kernel_total(),
+                size::KERNEL_BUDGET
+            ));
+        }
+    }
     eprintln!("\nxtask test: all checks passed");
     Ok(())
+}
+
+fn demo(board: Board) -> Result {
+    let elf = firmware::build(board, true)?;
+    eprintln!("\n== running under qemu-system-arm ({})\n", board.name());
+    let out = firmware::run_qemu(board, &elf, QEMU_TIMEOUT)?;
+    firmware::print_report(board, &out);
+    match out.exit_code {
+        Some(0) => Ok(()),
+        code => Err(format!(
+            "the firmware reported a failure (exit status {code:?})"
+        )),
+    }
 }

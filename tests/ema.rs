@@ -3,53 +3,18 @@
 
 use fixed::types::{I1F15, I1F31};
 use polyak::{CompF32, Ema, EmaShadow, I2F62, Q15, Q31, U1F31};
-use polyak_host::metrics::{EPS, LSB15, LSB31, MIN_NORMAL, ulp};
+use polyak_host::metrics::{EPS, LSB15, LSB31, ulp};
 use polyak_host::naive;
 use polyak_host::reference;
 use polyak_host::strategies::{beta, config, f32_scale, f32_value, q15_value, q31_value};
 use proptest::prelude::*;
 
-// ---- the documented bounds, as formulas ---------------------------------
-
-/// Plain f32, copy-first: `ε·(0.51·(M + m₀)/α + 2.01·M)`.
-fn bound_plain(m: f64, alpha: f64) -> f64 {
-    EPS * (0.51 * (m + MIN_NORMAL) / alpha + 2.01 * m)
-}
-
-/// Plain f32, zero-debiased:
-/// `ε·((T + 5)·M + m₀·(1 + 1/α)/2) / (1 − ε·(T + 5)/2)`.
-fn bound_plain_debiased(m: f64, alpha: f64, t: u64) -> f64 {
-    let tt = (t as f64).min(1.0 / alpha);
-    let den = 1.0 - EPS * (tt + 5.0) / 2.0;
-    assert!(den > 0.0, "bound not defined here");
-    EPS * ((tt + 5.0) * m + MIN_NORMAL * (1.0 + 1.0 / alpha) / 2.0) / den
-}
-
-/// Compensated, copy-first: `ε·(2.51·M + (ε·M + m₀)/(2α))`.
-fn bound_comp(m: f64, alpha: f64) -> f64 {
-    EPS * (2.51 * m + (EPS * m + MIN_NORMAL) / (2.0 * alpha))
-}
-
-/// Compensated, zero-debiased: `ε·((6 + ε·T)·M + m₀·(1 + 1/α)/2)`.
-fn bound_comp_debiased(m: f64, alpha: f64, t: u64) -> f64 {
-    let tt = (t as f64).min(1.0 / alpha);
-    EPS * ((6.0 + EPS * tt) * m + MIN_NORMAL * (1.0 + 1.0 / alpha) / 2.0)
-}
-
-/// Q15 with Q31 shadow, copy-first: `½ + 2⁻¹⁷/α` LSB.
-fn bound_q15(alpha: f64) -> f64 {
-    0.5 + 2f64.powi(-17) / alpha
-}
-
-/// Q15 with Q31 shadow, zero-debiased: `½ + 2⁻¹⁶/(α − 2⁻³²)` LSB.
-fn bound_q15_debiased(alpha: f64) -> f64 {
-    0.5 + 2f64.powi(-16) / (alpha - 2f64.powi(-32))
-}
-
-/// Q31 with Q62 shadow, copy-first: `½ + 2⁻³²/α` LSB.
-fn bound_q31(alpha: f64) -> f64 {
-    0.5 + 2f64.powi(-32) / alpha
-}
+// The documented bounds, as formulas: `polyak_host::bounds`.
+use polyak_host::bounds::{
+    ema_comp as bound_comp, ema_comp_debiased as bound_comp_debiased, ema_plain as bound_plain,
+    ema_plain_debiased as bound_plain_debiased, ema_q15 as bound_q15,
+    ema_q15_debiased as bound_q15_debiased, ema_q15_shadow, ema_q31 as bound_q31, ema_q31_shadow,
+};
 
 // ---- drivers -------------------------------------------------------------
 
@@ -253,7 +218,7 @@ fn check_q15(
     let mut out = vec![Q15::ZERO; n];
     let mut worst = 0.0f64;
     // the shadow itself (before the read rounds it): within 2⁻¹⁷/α LSB
-    let shadow_bound = 2f64.powi(-17) / alpha;
+    let shadow_bound = ema_q15_shadow(alpha);
     for x in steps {
         ema.update(x).unwrap();
         r.update(&x.iter().map(|v| v.to_num::<f64>()).collect::<Vec<_>>());
@@ -320,7 +285,7 @@ proptest! {
             // the Q62 shadow itself: within 2⁻³²/α LSB of Q31
             for (i, (s, w)) in ema.shadow().iter().zip(r.raw()).enumerate() {
                 let err = (s.to_num::<f64>() - w).abs() / LSB31;
-                prop_assert!(err <= 2f64.powi(-32) / alpha + r.own_error(i) / LSB31, "shadow {err} LSB");
+                prop_assert!(err <= ema_q31_shadow(alpha) + r.own_error(i) / LSB31, "shadow {err} LSB");
             }
             ema.read_into(&mut out).unwrap();
             for (i, (o, w)) in out.iter().zip(r.value()).enumerate() {
@@ -514,7 +479,7 @@ fn reset_starts_over() {
 #[test]
 fn wide_shadows_track_a_step_within_their_own_resolution() {
     for b in [0.9f32, 0.999, 0.9999] {
-        // Q15 → Q31 shadow: bound ½/α LSB of Q31 (= 2⁻¹⁷/α LSB of Q15)
+        // Q15 → Q31 shadow: bound 2⁻¹⁷/α LSB of Q15 = ½/α LSB of Q31
         let mut q15 = Ema::new([I1F31::ZERO; 1], b).unwrap();
         let a_raw = q15.alpha().to_bits();
         let alpha = f64::from(a_raw) / 2f64.powi(31);
@@ -522,6 +487,8 @@ fn wide_shadows_track_a_step_within_their_own_resolution() {
         let x = Q15::from_num(0.5);
         q15.update(&[Q15::ZERO]).unwrap();
         let steps = (40.0 / alpha) as i32;
+        let bound31 = ema_q15_shadow(alpha) * 65536.0;
+        let bound62 = ema_q31_shadow(alpha) * 2f64.powi(31);
         let mut worst = 0.0f64;
         for t in 1..=steps {
             q15.update(&[x]).unwrap();
@@ -531,9 +498,9 @@ fn wide_shadows_track_a_step_within_their_own_resolution() {
             worst = worst.max((got - want).abs());
         }
         assert!(
-            worst <= 0.5 / alpha,
+            worst <= bound31,
             "Q15 shadow at β={b}: {worst} LSB31 > {}",
-            0.5 / alpha
+            bound31
         );
 
         // Q31 → Q62 shadow: bound ½/α LSB of Q62 (= 2⁻³²/α LSB of Q31)
@@ -554,13 +521,37 @@ fn wide_shadows_track_a_step_within_their_own_resolution() {
             }
         }
         assert!(
-            worst31 <= 0.5 / alpha,
+            worst31 <= bound62,
             "Q31 shadow at β={b}: {worst31} LSB62 > {}",
-            0.5 / alpha
+            bound62
         );
         println!(
             "step at β={b}: Q31 shadow worst {worst:.1} LSB31, Q62 shadow worst {worst31:.1} LSB62 (bound {:.1})",
-            0.5 / alpha
+            bound62
         );
+    }
+}
+
+proptest! {
+    #![proptest_config(config(24))]
+
+    /// Whole buffers of 0 to 4096 elements, as a model's parameters are:
+    /// every element within its bound after a few steps, in every format.
+    #[test]
+    fn long_buffers_within_bounds(
+        b in beta(),
+        steps in (0usize..=4096).prop_flat_map(|n| prop::collection::vec(polyak_host::strategies::f32_buffer(n), 1..4)),
+    ) {
+        let n = steps[0].len();
+        check_f32(Ema::new(vec![0.0f32; n], b).unwrap(), &steps, |m, a, _| bound_plain(m, a))?;
+        check_f32(Ema::new(vec![CompF32::ZERO; n], b).unwrap(), &steps, |m, a, _| bound_comp(m, a))?;
+        check_f32(Ema::new_debiased(vec![CompF32::ZERO; n], b).unwrap(), &steps, bound_comp_debiased)?;
+        let q: Vec<Vec<I1F15>> = steps
+            .iter()
+            .map(|s| s.iter().map(|&v| I1F15::saturating_from_num(v)).collect())
+            .collect();
+        let ema = Ema::new(vec![I1F31::ZERO; n], b).unwrap();
+        let a = q15_alpha(ema.alpha());
+        check_q15(ema, &q, bound_q15(a))?;
     }
 }

@@ -1,21 +1,11 @@
 //! Weighted averages and interpolation against the f64 formulas.
 
 use polyak::{Error, Q15, Q31, U1F31, merge};
-use polyak_host::metrics::{EPS, ETA};
 use polyak_host::reference;
 use polyak_host::strategies::{config, f32_scale, f32_value, q15_value, q31_value};
 use proptest::prelude::*;
 
-/// Documented f32 weighted-average bound: `ε·(1.5·|ref| + M) + K·η·(M + 1)`.
-fn bound_weighted(r: f64, m: f64, k: usize) -> f64 {
-    EPS * (1.5 * r.abs() + m) + k as f64 * ETA * (m + 1.0)
-}
-
-/// Documented f32 interpolation bound: `ε·(½·|ref| + t'·|b − a|)·(1 + ε) + η`.
-fn bound_lerp(r: f64, a: f64, b: f64, t: f64) -> f64 {
-    let tp = t.min(1.0 - t);
-    EPS * (0.5 * r.abs() + tp * (b - a).abs()) * (1.0 + EPS) + ETA
-}
+use polyak_host::bounds::{interpolate_f32 as bound_lerp, weighted_f32 as bound_weighted};
 
 fn weight() -> impl Strategy<Value = f32> {
     prop_oneof![

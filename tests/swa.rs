@@ -4,16 +4,13 @@
 
 use fixed::types::{I1F15, I1F31};
 use polyak::{CompF32, Error, I33F31, I49F15, Q15, Q31, Swa};
-use polyak_host::metrics::{EPS, ETA, ulp};
+use polyak_host::metrics::ulp;
 use polyak_host::naive::RunningMean;
 use polyak_host::reference::Mean;
 use polyak_host::strategies::{config, f32_scale, f32_value, q15_value, q31_value};
 use proptest::prelude::*;
 
-/// The documented f32 bound: `ε·|mean| + n·ε²·mean|x| + η`.
-fn bound_f32(mean: f64, mean_abs: f64, n: u64) -> f64 {
-    EPS * mean.abs() + n as f64 * EPS * EPS * mean_abs + ETA
-}
+use polyak_host::bounds::swa_f32 as bound_f32;
 
 /// Checks an f32 SWA against the reference after every snapshot; returns
 /// the worst error in ulps of `mean|x|`.

@@ -464,6 +464,13 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
     }
 
     /// Updates since construction or the last [`reset`](Self::reset).
+    ///
+    /// ```
+    /// let mut ema = polyak::Ema::new([0.0f32; 1], 0.9)?;
+    /// ema.update(&[1.0])?;
+    /// assert_eq!(ema.steps(), 1);
+    /// # Ok::<(), polyak::Error>(())
+    /// ```
     pub fn steps(&self) -> u64 {
         self.steps
     }
@@ -486,6 +493,18 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
     /// for f32, [`Error::NonFinite`] or [`Error::OutOfRange`] for the first
     /// bad element; [`Error::CountOverflow`] after 2⁶⁴ − 1 updates. The
     /// state is unchanged on error.
+    ///
+    /// ```
+    /// use polyak::{Ema, Error};
+    /// let mut ema = Ema::new([0.0f32; 2], 0.5)?;
+    /// ema.update(&[2.0, 4.0])?;                      // copies
+    /// ema.update(&[4.0, 0.0])?;                      // s += 0.5·(x − s)
+    /// assert_eq!(ema.shadow(), &[3.0, 2.0]);
+    /// // a NaN is refused and the average is untouched
+    /// assert_eq!(ema.update(&[1.0, f32::NAN]), Err(Error::NonFinite { index: 1 }));
+    /// assert_eq!(ema.shadow(), &[3.0, 2.0]);
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn update(&mut self, params: &[A::Param]) -> Result<(), Error> {
         check_len(self.len(), params.len())?;
         A::check(params)?;
@@ -508,6 +527,17 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
     /// # Errors
     /// [`Error::LengthMismatch`] if `out` has the wrong length;
     /// [`Error::Empty`] before the first update. `out` is untouched on error.
+    ///
+    /// ```
+    /// use polyak::{Ema, I1F31, Q15};
+    /// let mut ema = Ema::new([I1F31::ZERO; 1], 0.75)?;
+    /// ema.update(&[Q15::from_num(0.5)])?;
+    /// ema.update(&[Q15::from_num(-0.5)])?;
+    /// let mut out = [Q15::ZERO];
+    /// ema.read_into(&mut out)?;  // 0.5 + 0.25·(−1) = 0.25, exactly
+    /// assert_eq!(out, [Q15::from_num(0.25)]);
+    /// # Ok::<(), polyak::Error>(())
+    /// ```
     pub fn read_into(&self, out: &mut [A::Param]) -> Result<(), Error> {
         check_len(self.len(), out.len())?;
         if self.steps == 0 {
@@ -525,12 +555,33 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
     /// 2024: typically once per epoch). The average itself is unchanged.
     ///
     /// Same checks and errors as [`read_into`](Self::read_into).
+    ///
+    /// ```
+    /// use polyak::{CompF32, Ema};
+    /// let mut ema = Ema::new([CompF32::ZERO; 2], 0.5)?;
+    /// let mut model = [1.0f32, 1.0];
+    /// ema.update(&model)?;
+    /// model = [3.0, -1.0]; // an SGD step
+    /// ema.update(&model)?;
+    /// ema.switch_into(&mut model)?; // end of epoch: continue from the EMA
+    /// assert_eq!(model, [2.0, 0.0]);
+    /// # Ok::<(), polyak::Error>(())
+    /// ```
     pub fn switch_into(&self, params: &mut [A::Param]) -> Result<(), Error> {
         self.read_into(params)
     }
 
     /// Forgets everything: the next update starts afresh (copies, or starts
     /// from zero in zero-debiased mode).
+    ///
+    /// ```
+    /// let mut ema = polyak::Ema::new([0.0f32; 1], 0.9)?;
+    /// ema.update(&[1.0])?;
+    /// ema.reset();
+    /// ema.update(&[7.0])?; // copies again
+    /// assert_eq!(ema.shadow(), &[7.0]);
+    /// # Ok::<(), polyak::Error>(())
+    /// ```
     pub fn reset(&mut self) {
         self.steps = 0;
         self.weight = A::weight_zero();

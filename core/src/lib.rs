@@ -73,3 +73,8 @@ pub use ema::{Ema, EmaShadow, Init};
 pub use error::Error;
 pub use format::{CompF32, F32_LIMIT, I1F15, I1F31, I2F62, I33F31, I49F15, Q15, Q31, U1F31};
 pub use swa::{Swa, SwaAccumulator};
+
+/// The project README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

@@ -237,6 +237,21 @@ fn check_models<T: Merge>(models: &[&[T]], n_weights: usize, out_len: usize) -> 
 /// values; [`Error::InvalidWeight`] for a negative or non-finite weight;
 /// [`Error::ZeroTotalWeight`]; [`Error::WeightOverflow`]. `out` is
 /// untouched on error.
+///
+/// ```
+/// use polyak::{merge, Q15};
+/// // a uniform soup of three fine-tuned models
+/// let (a, b, c) = ([0.25f32, 1.0], [0.5f32, 1.0], [0.75f32, 4.0]);
+/// let mut soup = [0.0f32; 2];
+/// merge::weighted_average(&[&a, &b, &c], &[1.0, 1.0, 1.0], &mut soup)?;
+/// assert_eq!(soup, [0.5, 2.0]);
+/// // fixed point: exact sum, one rounding
+/// let (p, q) = ([Q15::from_bits(1)], [Q15::from_bits(2)]);
+/// let mut out = [Q15::ZERO];
+/// merge::weighted_average(&[&p, &q], &[1, 2], &mut out)?; // 5/3 → 2
+/// assert_eq!(out[0].to_bits(), 2);
+/// # Ok::<(), polyak::Error>(())
+/// ```
 pub fn weighted_average<T: Merge>(
     models: &[&[T]],
     weights: &[T::Weight],
@@ -252,6 +267,16 @@ pub fn weighted_average<T: Merge>(
 ///
 /// # Errors
 /// As [`weighted_average`].
+///
+/// ```
+/// use polyak::{merge, Q31, Error};
+/// let (a, b) = ([Q31::from_num(0.5)], [Q31::from_num(-0.25)]);
+/// let mut out = [Q31::ZERO];
+/// merge::fedavg(&[&a, &b], &[30, 10], &mut out)?;
+/// assert_eq!(out, [Q31::from_num(0.3125)]);
+/// assert_eq!(merge::fedavg(&[&a, &b], &[0, 0], &mut out), Err(Error::ZeroTotalWeight));
+/// # Ok::<(), Error>(())
+/// ```
 pub fn fedavg<T: Merge>(models: &[&[T]], counts: &[u32], out: &mut [T]) -> Result<(), Error> {
     check_models(models, counts.len(), out.len())?;
     T::counted(models, counts, out)
@@ -269,6 +294,17 @@ pub fn fedavg<T: Merge>(models: &[&[T]], counts: &[u32], out: &mut [T]) -> Resul
 /// [`Error::LengthMismatch`]; [`Error::InvalidCoefficient`] if `t` is NaN
 /// or outside `[0, 1]`; [`Error::NonFinite`] / [`Error::OutOfRange`] for bad
 /// f32 values. `out` is untouched on error.
+///
+/// ```
+/// use polyak::{merge, Q15, U1F31};
+/// let (zero_shot, fine_tuned) = ([Q15::from_num(-0.5)], [Q15::from_num(0.5)]);
+/// let mut out = [Q15::ZERO];
+/// merge::interpolate(&zero_shot, &fine_tuned, U1F31::from_num(0.75), &mut out)?;
+/// assert_eq!(out, [Q15::from_num(0.25)]);
+/// merge::interpolate(&zero_shot, &fine_tuned, U1F31::ONE, &mut out)?;
+/// assert_eq!(out, fine_tuned);
+/// # Ok::<(), polyak::Error>(())
+/// ```
 pub fn interpolate<T: Merge>(a: &[T], b: &[T], t: T::Frac, out: &mut [T]) -> Result<(), Error> {
     check_len(out.len(), a.len())?;
     check_len(out.len(), b.len())?;

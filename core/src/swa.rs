@@ -199,6 +199,18 @@ impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>> Swa<A, S> {
     /// # Errors
     /// [`Error::InvalidState`] if `count` exceeds [`SwaAccumulator::MAX_COUNT`]
     /// or the sums could not come from `count` valid snapshots.
+    ///
+    /// ```
+    /// use polyak::{I49F15, Q15, Swa};
+    /// // three snapshots of 0.5 summed earlier, restored
+    /// let mut swa = Swa::from_parts([I49F15::from_num(1.5)], 3)?;
+    /// swa.update(&[Q15::from_num(-0.5)])?;
+    /// let mut out = [Q15::ZERO];
+    /// swa.read_into(&mut out)?;
+    /// assert_eq!(out, [Q15::from_num(0.25)]);
+    /// assert!(Swa::from_parts([I49F15::from_num(2)], 1).is_err()); // 2 > one Q15 value
+    /// # Ok::<(), polyak::Error>(())
+    /// ```
     pub fn from_parts(storage: S, count: u32) -> Result<Self, Error> {
         if count > A::MAX_COUNT {
             return Err(Error::InvalidState);
@@ -243,6 +255,15 @@ impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>> Swa<A, S> {
     /// [`Error::OutOfRange`]; [`Error::CountOverflow`] once
     /// [`SwaAccumulator::MAX_COUNT`] snapshots are in. The state is
     /// unchanged on error.
+    ///
+    /// ```
+    /// use polyak::{CompF32, Error, Swa};
+    /// let mut swa = Swa::new([CompF32::ZERO; 2]);
+    /// swa.update(&[1.0, 2.0])?;
+    /// assert_eq!(swa.update(&[1.0]), Err(Error::LengthMismatch { expected: 2, found: 1 }));
+    /// assert_eq!(swa.count(), 1);
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn update(&mut self, params: &[A::Param]) -> Result<(), Error> {
         check_len(self.len(), params.len())?;
         if self.count >= A::MAX_COUNT {
@@ -259,6 +280,18 @@ impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>> Swa<A, S> {
     /// # Errors
     /// [`Error::LengthMismatch`]; [`Error::Empty`] before the first
     /// snapshot. `out` is untouched on error.
+    ///
+    /// ```
+    /// use polyak::{I33F31, Q31, Swa};
+    /// let mut swa = Swa::new([I33F31::ZERO; 1]);
+    /// for raw in [1, 2, 2, 2] {
+    ///     swa.update(&[Q31::from_bits(raw)])?;
+    /// }
+    /// let mut out = [Q31::ZERO];
+    /// swa.read_into(&mut out)?; // 7/4 = 1.75 LSB rounds to 2
+    /// assert_eq!(out[0].to_bits(), 2);
+    /// # Ok::<(), polyak::Error>(())
+    /// ```
     pub fn read_into(&self, out: &mut [A::Param]) -> Result<(), Error> {
         check_len(self.len(), out.len())?;
         let n = NonZeroU64::new(u64::from(self.count)).ok_or(Error::Empty)?;

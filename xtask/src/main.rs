@@ -168,6 +168,16 @@ fn test() -> Result {
     ]);
     run("cargo clippy (firmware, thumbv7em)", c)?;
 
+    // The debug firmware keeps a panic handler that reports and exits
+    // non-zero; it must build and pass too.
+    let elf = firmware::build(Board::Mps2An386, false)?;
+    eprintln!(
+        "\n== QEMU end-to-end, debug build, on {}",
+        Board::Mps2An386.name()
+    );
+    let out = firmware::run_qemu(Board::Mps2An386, &elf, QEMU_TIMEOUT)?;
+    e2e::check(Board::Mps2An386, &out)?;
+
     // The release firmware links a panic handler that cannot be linked, so
     // building it proves the kernels it uses are free of panic paths.
     for board in Board::ALL {

@@ -4,18 +4,31 @@
 //! shadow buffer the caller owns. The element type of the shadow picks the
 //! arithmetic:
 //!
-//! | shadow `A` | parameters | arithmetic | error vs the f64 EMA (see each impl) |
-//! |---|---|---|---|
-//! | `f32` | `f32` | plain: `s += α·(x − s)` | stalls at `ε·M/(2α)`: fine for β ≤ 0.99 |
-//! | [`CompF32`] | `f32` | compensated pair `hi + lo` | `ε·(2.51·M + (ε·M + m₀)/(2α))` for any β |
-//! | [`I1F31`] (Q31) | [`Q15`] | wide shadow, nearest-even increment | `½ + 2⁻¹⁷/α` LSB |
-//! | [`I2F62`] (Q62) | [`Q31`] | wide shadow, nearest-even increment | `½ + 2⁻³²/α` LSB |
+//! | shadow `A` | parameters | bytes | arithmetic | error vs the f64 EMA (copy-first; see each impl) |
+//! |---|---|---|---|---|
+//! | `f32` | `f32` | 4 | plain: `s += α·(x − s)` | stalls at `ε·M/(2α)`: fine for β ≤ 0.99 |
+//! | [`CompF32`] | `f32` | 8 | compensated pair `hi + lo` | `ε·(2.51·M + (ε·M + m₀)/(2α))` for any β |
+//! | [`I1F31`] (Q31) | [`Q15`] | 4 | wide shadow | `½ + 2⁻¹⁷/α` LSB (nearest), `½ + 2⁻¹⁶/α` (stochastic) |
+//! | [`Q15Ef`] | [`Q15`] | 4 | Q15 value + error-feedback residual | `½ + 2⁻¹⁷/α` LSB |
+//! | [`I1F15`] (Q15) | [`Q15`] | 2 | narrow | `½/α` LSB (nearest: stalls); `< 1/α`, unbiased (stochastic) |
+//! | [`I2F62`] (Q62) | [`Q31`] | 8 | wide shadow | `½ + 2⁻³²/α` LSB (nearest), `½ + 2⁻³¹/α` (stochastic) |
 //!
 //! Here `M` is the largest `|x|` an element has seen, `ε = 2⁻²³`
 //! (`f32::EPSILON`), `m₀ = 2⁻¹²⁶` (`f32::MIN_POSITIVE`, the underflow
 //! threshold) and α the coefficient actually stored ([`Ema::alpha`]). The
 //! reference is the f64 recurrence with the same α and the same inputs
 //! (for fixed point: the quantised inputs and the quantised α).
+//!
+//! # Schedules
+//!
+//! β may follow a [`Schedule`]: warmup, half-life, the power function of
+//! EDM2, a shift, with `update_after_step` and `update_every`. Every
+//! schedule here has a non-increasing α_t, and for those the bounds above
+//! hold at every step with α the current α_t. Against the f64 formula for
+//! α_t, add `c·ε·D` (f32) or `(2⁻³²/α_t + c·ε)·D` (fixed point, α_t
+//! quantised to Q31), where `c` is the schedule's
+//! [`alpha_rel_error`](crate::schedule::Decay::alpha_rel_error) and `D ≤ 2M`
+//! the largest `|x − s|` seen.
 //!
 //! # Why not a plain f32 EMA at high β
 //!
@@ -28,8 +41,10 @@
 //! any β, for twice the memory and about 20 flops per element.
 //!
 //! The same happens, worse, in a Q15 shadow: `α·(x − s)` rounds to zero
-//! once `|x − s| < 1/(2α)` LSB (500 LSB at β = 0.999). That is why the Q15
-//! EMA keeps a Q31 shadow and the Q31 EMA a Q62 one.
+//! once `|x − s| < 1/(2α)` LSB (500 LSB at β = 0.999). The cures are a
+//! wider shadow ([`I1F31`]), a residual that feeds the rounding error back
+//! ([`Q15Ef`]), or [`Rounding::Stochastic`], which keeps the narrow shadow
+//! unbiased at the price of noise.
 //!
 //! # Example
 //!
@@ -45,12 +60,17 @@
 //! # Ok::<(), polyak::Error>(())
 //! ```
 
+use core::cell::Cell;
 use core::marker::PhantomData;
-use core::num::NonZeroU64;
+use core::num::{NonZeroU64, NonZeroU128};
 
-use crate::format::{CompF32, I1F15, I1F31, I2F62, U1F31, check_f32};
+use crate::format::{CompF32, I1F15, I1F31, I2F62, Q15Ef, U1F31, check_f32};
 use crate::kernel::ema as k;
-use crate::num::{div_round_i64, round_shift_i64};
+use crate::num::{
+    Nearest, Stochastic, div_round_i64, div_round_i128, round_shift_i64, round_shift_i128,
+    round_shift_var_i128,
+};
+use crate::schedule::{Action, Schedule};
 use crate::{Error, Q15, Q31};
 
 /// How the shadow starts.
@@ -62,9 +82,26 @@ pub enum Init {
     #[default]
     CopyFirst,
     /// The shadow starts at zero and every update is an EMA step; reads
-    /// divide by `1 − βᵗ` to remove the bias towards zero (optax, Adam's
-    /// moment estimates).
+    /// divide by `1 − Π(1 − α_t)` to remove the bias towards zero (optax,
+    /// Adam's moment estimates).
     ZeroDebiased,
+}
+
+/// How a fixed-point shadow rounds each increment `α·(x − s)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Rounding {
+    /// To nearest, ties to even. The default.
+    #[default]
+    NearestEven,
+    /// Up with probability equal to the fraction, from a xorshift32
+    /// generator kept in the averager's state (seeded; the same seed gives
+    /// the same bits on every target). Unbiased: increments below one LSB
+    /// still move the shadow on average.
+    Stochastic {
+        /// The generator's seed (0 is replaced by a fixed non-zero value).
+        seed: u32,
+    },
 }
 
 mod sealed {
@@ -72,56 +109,59 @@ mod sealed {
     impl Sealed for f32 {}
     impl Sealed for super::CompF32 {}
     impl Sealed for super::I1F31 {}
+    impl Sealed for super::I1F15 {}
+    impl Sealed for super::Q15Ef {}
     impl Sealed for super::I2F62 {}
 }
 
 /// A shadow element type: it fixes the parameter format and the arithmetic
-/// of an [`Ema`]. Implemented for `f32`, [`CompF32`], [`I1F31`] and
-/// [`I2F62`]; sealed.
+/// of an [`Ema`]. Implemented for `f32`, [`CompF32`], [`I1F31`], [`Q15Ef`],
+/// [`I1F15`] and [`I2F62`]; sealed.
 pub trait EmaShadow: Copy + sealed::Sealed {
     /// The parameter element type the shadow averages.
     type Param: Copy;
-    /// The stored coefficient α = 1 − β.
+    /// The stored coefficient α = 1 − β: `f32`, or a [`U1F31`] fraction for
+    /// fixed point.
     type Coef: Copy + PartialEq + core::fmt::Debug;
-    /// The scalar that tracks `1 − βᵗ` in [`Init::ZeroDebiased`] mode.
+    /// The scalar that tracks the debiasing weight.
     #[doc(hidden)]
-    type Weight: Copy;
+    type Weight: Copy + core::fmt::Debug;
     /// The zero shadow value.
     const ZERO: Self;
+    /// Whether the format is fixed point (and so takes a [`Rounding`]).
+    const FIXED: bool;
 
-    /// α = 1 − β in this format. Errors with [`Error::InvalidDecay`] unless
-    /// `0 ≤ β < 1` and α is representable.
-    fn alpha_from_beta(beta: f32) -> Result<Self::Coef, Error>;
+    /// The coefficient for α ∈ (0, 1] (fixed point: α·2³¹ rounded to
+    /// nearest-even, at least 1).
+    fn coef_from_alpha(alpha: f32) -> Self::Coef;
+    /// The coefficient's exact value.
+    fn coef_to_f64(coef: Self::Coef) -> f64;
     /// Checks a coefficient: α in `(0, 1]`.
-    fn check_alpha(alpha: Self::Coef) -> Result<(), Error>;
+    fn check_coef(coef: Self::Coef) -> Result<(), Error>;
     /// Checks the parameter values (f32: finite and within [`crate::F32_LIMIT`]).
     fn check(params: &[Self::Param]) -> Result<(), Error>;
     #[doc(hidden)]
     fn load(shadow: &mut [Self], params: &[Self::Param]);
     #[doc(hidden)]
-    fn step(shadow: &mut [Self], params: &[Self::Param], alpha: Self::Coef);
+    fn step(
+        shadow: &mut [Self],
+        params: &[Self::Param],
+        alpha: Self::Coef,
+        rounding: Rounding,
+        rng: &mut u32,
+    );
+    /// Writes the shadow out; returns how many elements had to saturate.
     #[doc(hidden)]
-    fn store(shadow: &[Self], out: &mut [Self::Param]);
+    fn store(shadow: &[Self], out: &mut [Self::Param]) -> u32;
     #[doc(hidden)]
     fn weight_zero() -> Self::Weight;
     #[doc(hidden)]
-    fn weight_step(w: Self::Weight, alpha: Self::Coef) -> Self::Weight;
+    fn weight_one() -> Self::Weight;
     #[doc(hidden)]
-    fn store_debiased(shadow: &[Self], w: Self::Weight, out: &mut [Self::Param]);
-}
-
-fn check_beta(beta: f32) -> Result<(), Error> {
-    // `!(a && b)` so that NaN is rejected too.
-    if !(0.0..1.0).contains(&beta) {
-        return Err(Error::InvalidDecay);
-    }
-    Ok(())
-}
-
-fn f32_alpha(beta: f32) -> Result<f32, Error> {
-    check_beta(beta)?;
-    // Exact for β ≥ 0.5 (Sterbenz); rounded to nearest below.
-    Ok(1.0 - beta)
+    fn weight_step(w: Self::Weight, alpha: Self::Coef) -> Self::Weight;
+    /// Writes `shadow / weight`; returns how many elements saturated.
+    #[doc(hidden)]
+    fn store_debiased(shadow: &[Self], w: Self::Weight, out: &mut [Self::Param]) -> u32;
 }
 
 fn check_f32_alpha(alpha: f32) -> Result<(), Error> {
@@ -132,24 +172,83 @@ fn check_f32_alpha(alpha: f32) -> Result<(), Error> {
     }
 }
 
-/// α = round(2³¹·(1 − β)) as a Q31 fraction; errors if it rounds to 0.
-fn q31_alpha(beta: f32) -> Result<U1F31, Error> {
-    check_beta(beta)?;
-    // 1 − β is exact in f64, and so is the scaling; add ½ and truncate to
-    // round half up. The result is in [0, 2^31].
-    let scaled = (1.0 - f64::from(beta)) * 2_147_483_648.0 + 0.5;
-    let raw = scaled as u32;
-    let alpha = U1F31::from_bits(raw);
-    check_q31_alpha(alpha)?;
-    Ok(alpha)
+/// round(α·2³¹) to nearest-even from the bits of α ∈ (0, 1], at least 1.
+fn q31_coef(alpha: f32) -> U1F31 {
+    let raw = if !(alpha > 0.0) {
+        1
+    } else if alpha >= 1.0 {
+        1u32 << 31
+    } else {
+        let bits = alpha.to_bits();
+        let exp = ((bits >> 23) & 0xff) as i32;
+        // subnormal α is below 2^-126, far below one Q31 LSB
+        if exp == 0 {
+            1
+        } else {
+            let m = i128::from((bits & 0x7f_ffff) | 0x80_0000);
+            // α = m·2^(exp − 150); α·2^31 = m·2^(exp − 119)
+            let sh = exp - 119;
+            let v = if sh >= 0 {
+                m << sh
+            } else {
+                round_shift_var_i128(m, (-sh) as u32)
+            };
+            v.clamp(1, 1 << 31) as u32
+        }
+    };
+    U1F31::from_bits(raw)
 }
 
-fn check_q31_alpha(alpha: U1F31) -> Result<(), Error> {
+fn check_q31_coef(alpha: U1F31) -> Result<(), Error> {
     if alpha.to_bits() == 0 || alpha.to_bits() > 1 << 31 {
         Err(Error::InvalidDecay)
     } else {
         Ok(())
     }
+}
+
+fn q31_coef_to_f64(coef: U1F31) -> f64 {
+    f64::from(coef.to_bits()) / 2_147_483_648.0
+}
+
+/// If α = 2⁻ᵏ exactly (k ≥ 1), k.
+fn shift_of(alpha: U1F31) -> Option<u32> {
+    let a = alpha.to_bits();
+    (a.is_power_of_two() && a < 1 << 31).then(|| 31 - a.trailing_zeros())
+}
+
+fn seeded(rng: &mut u32) -> &mut u32 {
+    if *rng == 0 {
+        *rng = 0x9e37_79b9;
+    }
+    rng
+}
+
+/// Q31-unit debiasing weight p = Π(1 − α_t) (2³¹ = 1) after one more step.
+fn q31_weight_step(p: i64, alpha: U1F31) -> i64 {
+    let beta = (1i64 << 31) - i64::from(alpha.to_bits());
+    round_shift_i64::<31>(p * beta)
+}
+
+fn count_clamp(v: i64, lo: i64, hi: i64, saturated: &mut u32) -> i64 {
+    let c = v.clamp(lo, hi);
+    *saturated += u32::from(c != v);
+    c
+}
+
+/// Reads `num / (2³¹ − p)` into Q15 with nearest-even rounding; `num` is
+/// the shadow scaled so that the quotient is in Q15 units.
+fn q15_debiased<A: Copy>(shadow: &[A], p: i64, out: &mut [Q15], num: impl Fn(A) -> i64) -> u32 {
+    let Some(w) = NonZeroU64::new(((1i64 << 31) - p).max(0) as u64) else {
+        return 0;
+    };
+    let mut saturated = 0;
+    for (o, &s) in out.iter_mut().zip(shadow) {
+        let q = div_round_i64(num(s), w);
+        let q = count_clamp(q, i16::MIN.into(), i16::MAX.into(), &mut saturated);
+        *o = I1F15::from_bits(q as i16);
+    }
+    saturated
 }
 
 /// Plain f32 shadow: one f32 per element, `s ← fl(s + fl(α·fl(x − s)))`.
@@ -171,11 +270,15 @@ impl EmaShadow for f32 {
     type Coef = f32;
     type Weight = f32;
     const ZERO: Self = 0.0;
+    const FIXED: bool = false;
 
-    fn alpha_from_beta(beta: f32) -> Result<f32, Error> {
-        f32_alpha(beta)
+    fn coef_from_alpha(alpha: f32) -> f32 {
+        alpha
     }
-    fn check_alpha(alpha: f32) -> Result<(), Error> {
+    fn coef_to_f64(coef: f32) -> f64 {
+        f64::from(coef)
+    }
+    fn check_coef(alpha: f32) -> Result<(), Error> {
         check_f32_alpha(alpha)
     }
     fn check(params: &[f32]) -> Result<(), Error> {
@@ -184,20 +287,25 @@ impl EmaShadow for f32 {
     fn load(shadow: &mut [f32], params: &[f32]) {
         k::load(shadow, params, |x| x);
     }
-    fn step(shadow: &mut [f32], params: &[f32], alpha: f32) {
+    fn step(shadow: &mut [f32], params: &[f32], alpha: f32, _: Rounding, _: &mut u32) {
         k::plain_f32(shadow, params, alpha);
     }
-    fn store(shadow: &[f32], out: &mut [f32]) {
+    fn store(shadow: &[f32], out: &mut [f32]) -> u32 {
         k::store(shadow, out, |s| s);
+        0
     }
     fn weight_zero() -> f32 {
         0.0
     }
+    fn weight_one() -> f32 {
+        1.0
+    }
     fn weight_step(w: f32, alpha: f32) -> f32 {
         w + alpha * (1.0 - w)
     }
-    fn store_debiased(shadow: &[f32], w: f32, out: &mut [f32]) {
+    fn store_debiased(shadow: &[f32], w: f32, out: &mut [f32]) -> u32 {
         k::store(shadow, out, |s| s / w);
+        0
     }
 }
 
@@ -222,11 +330,15 @@ impl EmaShadow for CompF32 {
     type Coef = f32;
     type Weight = CompF32;
     const ZERO: Self = CompF32::ZERO;
+    const FIXED: bool = false;
 
-    fn alpha_from_beta(beta: f32) -> Result<f32, Error> {
-        f32_alpha(beta)
+    fn coef_from_alpha(alpha: f32) -> f32 {
+        alpha
     }
-    fn check_alpha(alpha: f32) -> Result<(), Error> {
+    fn coef_to_f64(coef: f32) -> f64 {
+        f64::from(coef)
+    }
+    fn check_coef(alpha: f32) -> Result<(), Error> {
         check_f32_alpha(alpha)
     }
     fn check(params: &[f32]) -> Result<(), Error> {
@@ -235,21 +347,26 @@ impl EmaShadow for CompF32 {
     fn load(shadow: &mut [CompF32], params: &[f32]) {
         k::load(shadow, params, CompF32::new);
     }
-    fn step(shadow: &mut [CompF32], params: &[f32], alpha: f32) {
+    fn step(shadow: &mut [CompF32], params: &[f32], alpha: f32, _: Rounding, _: &mut u32) {
         k::comp_f32(shadow, params, alpha);
     }
-    fn store(shadow: &[CompF32], out: &mut [f32]) {
+    fn store(shadow: &[CompF32], out: &mut [f32]) -> u32 {
         k::store(shadow, out, CompF32::value);
+        0
     }
     fn weight_zero() -> CompF32 {
         CompF32::ZERO
     }
+    fn weight_one() -> CompF32 {
+        CompF32::new(1.0)
+    }
     fn weight_step(w: CompF32, alpha: f32) -> CompF32 {
         k::comp_step(w, 1.0, alpha)
     }
-    fn store_debiased(shadow: &[CompF32], w: CompF32, out: &mut [f32]) {
+    fn store_debiased(shadow: &[CompF32], w: CompF32, out: &mut [f32]) -> u32 {
         let w = w.value();
         k::store(shadow, out, |s| s.value() / w);
+        0
     }
 }
 
@@ -257,29 +374,35 @@ impl EmaShadow for CompF32 {
 /// so increments far below 1 LSB of Q15 still accumulate.
 ///
 /// The step is `s ← s + round(α·(x·2¹⁶ − s))` in Q31 units, with α a Q31
-/// coefficient ([`U1F31`]) and the product exact in i64.
+/// coefficient ([`U1F31`]) and the product exact in i64. When α = 2⁻ᵏ (a
+/// [`Decay::Shift`](crate::schedule::Decay::Shift) schedule) and the
+/// rounding is nearest-even, the multiply is a shift.
 ///
-/// **Rounding**: the increment to nearest-even in Q31; the read to
-/// nearest-even in Q15. **Overflow**: none — every step lands between the
-/// old shadow and the input, so the shadow stays in the range of the inputs.
+/// **Rounding**: the increment to nearest-even (or stochastically) in Q31;
+/// the read to nearest-even in Q15. **Overflow**: none — every step lands
+/// between the old shadow and the input.
 ///
-/// **Bound** (copy-first): `|read − ref| ≤ ½ + 2⁻¹⁷/α` LSB of Q15 (the
-/// shadow itself within `2⁻¹⁷/α` LSB): ≤ 0.51 LSB at β = 0.999, ≤ 0.58 LSB
-/// at β = 0.9999.
+/// **Bound** (copy-first, nearest-even): `|read − ref| ≤ ½ + 2⁻¹⁷/α` LSB of
+/// Q15 (the shadow itself within `2⁻¹⁷/α` LSB): ≤ 0.51 LSB at β = 0.999,
+/// ≤ 0.58 LSB at β = 0.9999. Stochastic: `½ + 2⁻¹⁶/α` LSB, unbiased.
 ///
-/// **Bound** (zero-debiased): `|read − ref| ≤ ½ + 2⁻¹⁶/(α − 2⁻³²)` LSB
-/// (the biased shadow within `2⁻¹⁷/α` LSB of the f64 biased sum).
+/// **Bound** (zero-debiased, nearest-even): `|read − ref| ≤ ½ + 2⁻¹⁶/(α − 2⁻³²)`
+/// LSB (the biased shadow within `2⁻¹⁷/α` LSB of the f64 biased sum).
 impl EmaShadow for I1F31 {
     type Param = Q15;
     type Coef = U1F31;
     type Weight = i64;
     const ZERO: Self = I1F31::ZERO;
+    const FIXED: bool = true;
 
-    fn alpha_from_beta(beta: f32) -> Result<U1F31, Error> {
-        q31_alpha(beta)
+    fn coef_from_alpha(alpha: f32) -> U1F31 {
+        q31_coef(alpha)
     }
-    fn check_alpha(alpha: U1F31) -> Result<(), Error> {
-        check_q31_alpha(alpha)
+    fn coef_to_f64(coef: U1F31) -> f64 {
+        q31_coef_to_f64(coef)
+    }
+    fn check_coef(alpha: U1F31) -> Result<(), Error> {
+        check_q31_coef(alpha)
     }
     fn check(_: &[Q15]) -> Result<(), Error> {
         Ok(())
@@ -289,56 +412,207 @@ impl EmaShadow for I1F31 {
             I1F31::from_bits(i32::from(x.to_bits()) << 16)
         });
     }
-    fn step(shadow: &mut [I1F31], params: &[Q15], alpha: U1F31) {
-        k::q15(shadow, params, i64::from(alpha.to_bits()));
+    fn step(
+        shadow: &mut [I1F31],
+        params: &[Q15],
+        alpha: U1F31,
+        rounding: Rounding,
+        rng: &mut u32,
+    ) {
+        let a = i64::from(alpha.to_bits());
+        match (rounding, shift_of(alpha)) {
+            (Rounding::NearestEven, Some(sh)) => k::q15_wide_shift(shadow, params, sh),
+            (Rounding::NearestEven, None) => k::q15_wide(shadow, params, a, &mut Nearest),
+            (Rounding::Stochastic { .. }, _) => {
+                k::q15_wide(shadow, params, a, &mut Stochastic(seeded(rng)))
+            }
+        }
     }
-    fn store(shadow: &[I1F31], out: &mut [Q15]) {
+    fn store(shadow: &[I1F31], out: &mut [Q15]) -> u32 {
+        let mut saturated = 0;
         k::store(shadow, out, |s: I1F31| {
-            narrow_i16(round_shift_i64::<16>(i64::from(s.to_bits())))
+            let v = k::q31_units_to_q15(s.to_bits());
+            let v = count_clamp(v, i16::MIN.into(), i16::MAX.into(), &mut saturated);
+            I1F15::from_bits(v as i16)
         });
+        saturated
     }
     fn weight_zero() -> i64 {
         1 << 31
     }
-    // The weight is p = βᵗ in Q31 (2³¹ = 1); 1 − βᵗ = 2³¹ − p.
-    fn weight_step(p: i64, alpha: U1F31) -> i64 {
-        let beta = (1i64 << 31) - i64::from(alpha.to_bits());
-        round_shift_i64::<31>(p * beta)
+    fn weight_one() -> i64 {
+        0
     }
-    fn store_debiased(shadow: &[I1F31], p: i64, out: &mut [Q15]) {
-        let Some(w) = NonZeroU64::new(((1i64 << 31) - p) as u64) else {
-            return;
-        };
-        k::store(shadow, out, |s: I1F31| {
-            narrow_i16(div_round_i64(i64::from(s.to_bits()) << 15, w))
+    fn weight_step(p: i64, alpha: U1F31) -> i64 {
+        q31_weight_step(p, alpha)
+    }
+    fn store_debiased(shadow: &[I1F31], p: i64, out: &mut [Q15]) -> u32 {
+        q15_debiased(shadow, p, out, |s: I1F31| i64::from(s.to_bits()) << 15)
+    }
+}
+
+/// Q15 parameters with an error-feedback shadow ([`Q15Ef`]): a Q15 value
+/// that is always a usable model, plus the residual its rounding dropped.
+/// The arithmetic is that of the Q31 wide shadow on `value·2¹⁶ + residual`;
+/// the read is `value` itself.
+///
+/// **Rounding**: the increment as for [`I1F31`]; `value` is the shadow
+/// rounded to nearest (ties up). **Overflow**: none.
+///
+/// **Bound** (copy-first, nearest-even): `|value − ref| ≤ ½ + 2⁻¹⁷/α` LSB;
+/// stochastic `½ + 2⁻¹⁶/α`. Zero-debiased as [`I1F31`].
+impl EmaShadow for Q15Ef {
+    type Param = Q15;
+    type Coef = U1F31;
+    type Weight = i64;
+    const ZERO: Self = Q15Ef::ZERO;
+    const FIXED: bool = true;
+
+    fn coef_from_alpha(alpha: f32) -> U1F31 {
+        q31_coef(alpha)
+    }
+    fn coef_to_f64(coef: U1F31) -> f64 {
+        q31_coef_to_f64(coef)
+    }
+    fn check_coef(alpha: U1F31) -> Result<(), Error> {
+        check_q31_coef(alpha)
+    }
+    fn check(_: &[Q15]) -> Result<(), Error> {
+        Ok(())
+    }
+    fn load(shadow: &mut [Q15Ef], params: &[Q15]) {
+        k::load(shadow, params, |x: I1F15| {
+            Q15Ef::from_wide(i32::from(x.to_bits()) << 16)
         });
+    }
+    fn step(
+        shadow: &mut [Q15Ef],
+        params: &[Q15],
+        alpha: U1F31,
+        rounding: Rounding,
+        rng: &mut u32,
+    ) {
+        let a = i64::from(alpha.to_bits());
+        match rounding {
+            Rounding::NearestEven => k::q15_ef(shadow, params, a, &mut Nearest),
+            Rounding::Stochastic { .. } => {
+                k::q15_ef(shadow, params, a, &mut Stochastic(seeded(rng)))
+            }
+        }
+    }
+    fn store(shadow: &[Q15Ef], out: &mut [Q15]) -> u32 {
+        k::store(shadow, out, Q15Ef::value);
+        0
+    }
+    fn weight_zero() -> i64 {
+        1 << 31
+    }
+    fn weight_one() -> i64 {
+        0
+    }
+    fn weight_step(p: i64, alpha: U1F31) -> i64 {
+        q31_weight_step(p, alpha)
+    }
+    fn store_debiased(shadow: &[Q15Ef], p: i64, out: &mut [Q15]) -> u32 {
+        q15_debiased(shadow, p, out, |s: Q15Ef| i64::from(s.wide()) << 15)
+    }
+}
+
+/// Q15 parameters with a narrow Q15 ([`I1F15`]) shadow: half the memory of
+/// the wide one, for when that matters more than accuracy.
+///
+/// **Rounding** [`Rounding::NearestEven`]: the increment rounds to zero once
+/// `α·|x − s| < ½` LSB, so the shadow stalls up to `½/α` LSB from the
+/// input (500 LSB at β = 0.999). [`Rounding::Stochastic`]: the shadow moves
+/// by ±1 LSB with the right probability, so it is unbiased (the expected
+/// error is 0 for the exact α) but noisy: its standard deviation is at most
+/// `1/(2·sqrt(α·(2 − α)))` LSB (35 LSB at β = 0.9999). **Overflow**: none.
+///
+/// **Bound** (copy-first): nearest-even `|s − ref| ≤ ½/α` LSB; stochastic
+/// `|s − ref| < 1/α` LSB always. The read is `s` itself.
+impl EmaShadow for I1F15 {
+    type Param = Q15;
+    type Coef = U1F31;
+    type Weight = i64;
+    const ZERO: Self = I1F15::ZERO;
+    const FIXED: bool = true;
+
+    fn coef_from_alpha(alpha: f32) -> U1F31 {
+        q31_coef(alpha)
+    }
+    fn coef_to_f64(coef: U1F31) -> f64 {
+        q31_coef_to_f64(coef)
+    }
+    fn check_coef(alpha: U1F31) -> Result<(), Error> {
+        check_q31_coef(alpha)
+    }
+    fn check(_: &[Q15]) -> Result<(), Error> {
+        Ok(())
+    }
+    fn load(shadow: &mut [I1F15], params: &[Q15]) {
+        k::load(shadow, params, |x| x);
+    }
+    fn step(
+        shadow: &mut [I1F15],
+        params: &[Q15],
+        alpha: U1F31,
+        rounding: Rounding,
+        rng: &mut u32,
+    ) {
+        let a = i64::from(alpha.to_bits());
+        match rounding {
+            Rounding::NearestEven => k::q15_narrow(shadow, params, a, &mut Nearest),
+            Rounding::Stochastic { .. } => {
+                k::q15_narrow(shadow, params, a, &mut Stochastic(seeded(rng)))
+            }
+        }
+    }
+    fn store(shadow: &[I1F15], out: &mut [Q15]) -> u32 {
+        k::store(shadow, out, |s| s);
+        0
+    }
+    fn weight_zero() -> i64 {
+        1 << 31
+    }
+    fn weight_one() -> i64 {
+        0
+    }
+    fn weight_step(p: i64, alpha: U1F31) -> i64 {
+        q31_weight_step(p, alpha)
+    }
+    fn store_debiased(shadow: &[I1F15], p: i64, out: &mut [Q15]) -> u32 {
+        q15_debiased(shadow, p, out, |s: I1F15| i64::from(s.to_bits()) << 31)
     }
 }
 
 /// Q31 parameters with a Q62 ([`I2F62`]) shadow: 31 more fractional bits.
 ///
 /// The step is `s ← s + round(α·(x·2³¹ − s))` in Q62 units, the product
-/// exact in i128.
+/// exact in i128 (a shift when α = 2⁻ᵏ with nearest-even rounding).
 ///
-/// **Rounding**: the increment to nearest-even in Q62; the read to
-/// nearest-even in Q31. **Overflow**: none (as for Q15).
+/// **Rounding**: the increment to nearest-even (or stochastically) in Q62;
+/// the read to nearest-even in Q31. **Overflow**: none (as for Q15).
 ///
-/// **Bound** (copy-first): `|read − ref| ≤ ½ + 2⁻³²/α` LSB of Q31 (the
-/// shadow itself within `2⁻³²/α` LSB).
+/// **Bound** (copy-first, nearest-even): `|read − ref| ≤ ½ + 2⁻³²/α` LSB of
+/// Q31 (the shadow itself within `2⁻³²/α` LSB); stochastic `½ + 2⁻³¹/α`.
 ///
-/// The zero-debiased mode is not offered for Q31 yet:
-/// [`Ema::new_debiased`] does not accept this shadow type.
+/// **Bound** (zero-debiased, nearest-even): `|read − ref| ≤ ½ + 2⁻³¹/(α − 2⁻⁶³)`
+/// LSB; the weight is tracked in Q62 and the quotient divided exactly.
 impl EmaShadow for I2F62 {
     type Param = Q31;
     type Coef = U1F31;
-    type Weight = ();
+    type Weight = i64;
     const ZERO: Self = I2F62::ZERO;
+    const FIXED: bool = true;
 
-    fn alpha_from_beta(beta: f32) -> Result<U1F31, Error> {
-        q31_alpha(beta)
+    fn coef_from_alpha(alpha: f32) -> U1F31 {
+        q31_coef(alpha)
     }
-    fn check_alpha(alpha: U1F31) -> Result<(), Error> {
-        check_q31_alpha(alpha)
+    fn coef_to_f64(coef: U1F31) -> f64 {
+        q31_coef_to_f64(coef)
+    }
+    fn check_coef(alpha: U1F31) -> Result<(), Error> {
+        check_q31_coef(alpha)
     }
     fn check(_: &[Q31]) -> Result<(), Error> {
         Ok(())
@@ -348,31 +622,65 @@ impl EmaShadow for I2F62 {
             I2F62::from_bits(i64::from(x.to_bits()) << 31)
         });
     }
-    fn step(shadow: &mut [I2F62], params: &[Q31], alpha: U1F31) {
-        k::q31(shadow, params, i64::from(alpha.to_bits()));
+    fn step(
+        shadow: &mut [I2F62],
+        params: &[Q31],
+        alpha: U1F31,
+        rounding: Rounding,
+        rng: &mut u32,
+    ) {
+        let a = i64::from(alpha.to_bits());
+        match (rounding, shift_of(alpha)) {
+            (Rounding::NearestEven, Some(sh)) => k::q31_wide_shift(shadow, params, sh),
+            (Rounding::NearestEven, None) => k::q31_wide(shadow, params, a, &mut Nearest),
+            (Rounding::Stochastic { .. }, _) => {
+                k::q31_wide(shadow, params, a, &mut Stochastic(seeded(rng)))
+            }
+        }
     }
-    fn store(shadow: &[I2F62], out: &mut [Q31]) {
+    fn store(shadow: &[I2F62], out: &mut [Q31]) -> u32 {
+        let mut saturated = 0;
         k::store(shadow, out, |s: I2F62| {
-            narrow_i32(round_shift_i64::<31>(s.to_bits()))
+            let v = round_shift_i64::<31>(s.to_bits());
+            let v = count_clamp(v, i32::MIN.into(), i32::MAX.into(), &mut saturated);
+            I1F31::from_bits(v as i32)
         });
+        saturated
     }
-    fn weight_zero() {}
-    fn weight_step((): (), _: U1F31) {}
-    fn store_debiased(_: &[I2F62], (): (), _: &mut [Q31]) {}
+    // The weight is p = Π(1 − α_t) in Q62 (2⁶² = 1).
+    fn weight_zero() -> i64 {
+        1 << 62
+    }
+    fn weight_one() -> i64 {
+        0
+    }
+    fn weight_step(p: i64, alpha: U1F31) -> i64 {
+        let beta = (1i128 << 31) - i128::from(alpha.to_bits());
+        round_shift_i128::<31>(i128::from(p) * beta) as i64
+    }
+    fn store_debiased(shadow: &[I2F62], p: i64, out: &mut [Q31]) -> u32 {
+        let Some(w) = NonZeroU128::new(((1i64 << 62) - p).max(0) as u128) else {
+            return 0;
+        };
+        let mut saturated = 0;
+        k::store(shadow, out, |s: I2F62| {
+            let q = div_round_i128(i128::from(s.to_bits()) << 31, w);
+            let q = q.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+            let q = count_clamp(q, i32::MIN.into(), i32::MAX.into(), &mut saturated);
+            I1F31::from_bits(q as i32)
+        });
+        saturated
+    }
 }
 
-/// Shadow types that support [`Init::ZeroDebiased`].
-pub trait Debias: EmaShadow {}
-impl Debias for f32 {}
-impl Debias for CompF32 {}
-impl Debias for I1F31 {}
-
-fn narrow_i16(v: i64) -> Q15 {
-    I1F15::from_bits(v.clamp(i64::from(i16::MIN), i64::from(i16::MAX)) as i16)
-}
-
-fn narrow_i32(v: i64) -> Q31 {
-    I1F31::from_bits(v.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32)
+/// How α is obtained at each step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Coefs<C> {
+    /// The same coefficient every step (constant β, half-life, shift, or
+    /// an explicit α).
+    Constant(C),
+    /// Computed from the schedule at every step.
+    Scheduled,
 }
 
 /// An exponential moving average of a parameter buffer, in a shadow the
@@ -383,64 +691,176 @@ fn narrow_i32(v: i64) -> Q31 {
 /// slice of it: `[A; N]`, `&mut [A]`, `heapless::Vec<A, N>`. The number of
 /// parameters is the length of the storage.
 ///
-/// Every method that takes input checks all of it first; on error nothing
-/// has changed.
+/// Configuration (the [`Schedule`], the [`Init`], the [`Rounding`]) is set
+/// at construction; the state is the shadow, the counters, the debiasing
+/// weight and the rounding generator. Every method that takes input checks
+/// all of it first; on error nothing has changed.
 #[derive(Debug, Clone)]
 pub struct Ema<A: EmaShadow, S> {
     shadow: S,
+    schedule: Schedule,
+    coefs: Coefs<A::Coef>,
     alpha: A::Coef,
     init: Init,
+    rounding: Rounding,
+    rng: u32,
+    calls: u64,
     steps: u64,
+    filled: bool,
     weight: A::Weight,
+    saturated: Cell<u32>,
     _elem: PhantomData<fn() -> A>,
 }
 
 impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
-    /// An EMA with decay `β ∈ [0, 1)` whose first update copies the
+    /// An EMA with constant decay `β ∈ [0, 1)` whose first update copies the
     /// parameters.
     ///
-    /// α = 1 − β is formed in the shadow's format (exact in f32 for
-    /// β ≥ 0.5; rounded to the nearest multiple of 2⁻³¹ for fixed point).
+    /// α = 1 − β is formed in f32 (exact for β ≥ 0.5) and, for fixed point,
+    /// rounded to the nearest multiple of 2⁻³¹.
     ///
     /// # Errors
-    /// [`Error::InvalidDecay`] if β is NaN or outside `[0, 1)`, or (fixed
-    /// point) so close to 1 that α rounds to zero.
+    /// [`Error::InvalidDecay`] if β is NaN or outside `[0, 1)`.
     pub fn new(shadow: S, beta: f32) -> Result<Self, Error> {
-        Self::build(shadow, A::alpha_from_beta(beta)?, Init::CopyFirst)
+        Self::with_schedule(shadow, Schedule::constant(beta))
     }
 
-    /// An EMA with an explicit coefficient α = 1 − β in the shadow's
-    /// format (for fixed point, a [`U1F31`] fraction), whose first update
-    /// copies the parameters.
+    /// An EMA whose β follows `schedule`; the first update copies.
+    ///
+    /// # Errors
+    /// [`Error::InvalidDecay`] if the schedule does not
+    /// [validate](Schedule::validate).
+    ///
+    /// ```
+    /// use polyak::{Ema, I1F31, Q15, schedule::Schedule};
+    /// // EDM2's power-function EMA with σ_rel = 0.10 on a Q15 model
+    /// let mut ema = Ema::with_schedule([I1F31::ZERO; 8], Schedule::power_sigma_rel(0.10)?)?;
+    /// ema.update(&[Q15::from_num(0.5); 8])?;
+    /// # Ok::<(), polyak::Error>(())
+    /// ```
+    pub fn with_schedule(shadow: S, schedule: Schedule) -> Result<Self, Error> {
+        Self::build(shadow, schedule, None, Init::CopyFirst)
+    }
+
+    /// An EMA with an explicit, constant coefficient α = 1 − β in the
+    /// shadow's format (for fixed point, a [`U1F31`] fraction), whose first
+    /// update copies the parameters.
     ///
     /// # Errors
     /// [`Error::InvalidDecay`] unless α is in `(0, 1]`.
     ///
     /// ```
     /// use polyak::{Ema, I1F31, Q15, U1F31};
-    /// // α = 2⁻¹⁰ exactly: β = 1 − 2⁻¹⁰ ≈ 0.99902.
+    /// // α = 2⁻¹⁰ exactly: β = 1 − 2⁻¹⁰ ≈ 0.99902, and the update is a shift.
     /// let alpha = U1F31::from_bits(1 << 21);
     /// let mut ema = Ema::with_alpha([I1F31::ZERO; 4], alpha)?;
     /// ema.update(&[Q15::from_num(0.5); 4])?;
     /// # Ok::<(), polyak::Error>(())
     /// ```
     pub fn with_alpha(shadow: S, alpha: A::Coef) -> Result<Self, Error> {
-        Self::build(shadow, alpha, Init::CopyFirst)
+        Self::build(shadow, Schedule::constant(0.0), Some(alpha), Init::CopyFirst)
     }
 
-    fn build(mut shadow: S, alpha: A::Coef, init: Init) -> Result<Self, Error> {
-        A::check_alpha(alpha)?;
+    /// An EMA with constant decay β whose shadow starts at zero and is
+    /// divided by `1 − βᵗ` when read ([`Init::ZeroDebiased`]). Zero-fills
+    /// the storage.
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    ///
+    /// ```
+    /// use polyak::Ema;
+    /// let mut ema = Ema::new_debiased([0.0f32; 2], 0.5)?;
+    /// ema.update(&[4.0, -2.0])?; // shadow 2.0, -1.0; weight 0.5
+    /// let mut out = [0.0; 2];
+    /// ema.read_into(&mut out)?;
+    /// assert_eq!(out, [4.0, -2.0]);
+    /// # Ok::<(), polyak::Error>(())
+    /// ```
+    pub fn new_debiased(shadow: S, beta: f32) -> Result<Self, Error> {
+        Self::with_schedule_debiased(shadow, Schedule::constant(beta))
+    }
+
+    /// As [`new_debiased`](Self::new_debiased) with a schedule.
+    ///
+    /// # Errors
+    /// As [`with_schedule`](Self::with_schedule).
+    pub fn with_schedule_debiased(shadow: S, schedule: Schedule) -> Result<Self, Error> {
+        Self::build(shadow, schedule, None, Init::ZeroDebiased)
+    }
+
+    /// As [`new_debiased`](Self::new_debiased) with an explicit α.
+    ///
+    /// # Errors
+    /// [`Error::InvalidDecay`] unless α is in `(0, 1]`.
+    pub fn with_alpha_debiased(shadow: S, alpha: A::Coef) -> Result<Self, Error> {
+        Self::build(shadow, Schedule::constant(0.0), Some(alpha), Init::ZeroDebiased)
+    }
+
+    fn build(
+        mut shadow: S,
+        schedule: Schedule,
+        alpha: Option<A::Coef>,
+        init: Init,
+    ) -> Result<Self, Error> {
+        schedule.validate()?;
+        let coefs = match alpha {
+            Some(a) => {
+                A::check_coef(a)?;
+                Coefs::Constant(a)
+            }
+            None if schedule.is_constant() => {
+                Coefs::Constant(A::coef_from_alpha(schedule.alpha(1)))
+            }
+            None => Coefs::Scheduled,
+        };
+        let first = match coefs {
+            Coefs::Constant(a) => a,
+            Coefs::Scheduled => A::coef_from_alpha(schedule.alpha(1)),
+        };
         if init == Init::ZeroDebiased {
             shadow.as_mut().fill(A::ZERO);
         }
         Ok(Self {
             shadow,
-            alpha,
+            schedule,
+            coefs,
+            alpha: first,
             init,
+            rounding: Rounding::NearestEven,
+            rng: 0,
+            calls: 0,
             steps: 0,
+            filled: false,
             weight: A::weight_zero(),
+            saturated: Cell::new(0),
             _elem: PhantomData,
         })
+    }
+
+    /// Sets how fixed-point increments are rounded.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] for [`Rounding::Stochastic`] on an f32
+    /// shadow (f32 arithmetic rounds to nearest).
+    ///
+    /// ```
+    /// use polyak::{Ema, I1F15, Q15, ema::Rounding};
+    /// // a narrow Q15 shadow kept unbiased by stochastic rounding
+    /// let mut ema = Ema::new([I1F15::ZERO; 4], 0.999)?
+    ///     .with_rounding(Rounding::Stochastic { seed: 7 })?;
+    /// ema.update(&[Q15::ZERO; 4])?;
+    /// ema.update(&[Q15::from_num(0.001); 4])?; // α·33 LSB = 0.033 LSB: moves with p = 0.033
+    /// # Ok::<(), polyak::Error>(())
+    /// ```
+    pub fn with_rounding(mut self, rounding: Rounding) -> Result<Self, Error> {
+        match rounding {
+            Rounding::Stochastic { seed } if A::FIXED => self.rng = seed,
+            Rounding::Stochastic { .. } => return Err(Error::Unsupported),
+            Rounding::NearestEven => {}
+        }
+        self.rounding = rounding;
+        Ok(self)
     }
 
     /// The number of parameters.
@@ -453,9 +873,15 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
         self.len() == 0
     }
 
-    /// The stored coefficient α = 1 − β.
+    /// The coefficient α of the latest EMA step (before the first one:
+    /// of the first one).
     pub fn alpha(&self) -> A::Coef {
         self.alpha
+    }
+
+    /// The schedule (for an explicit α: a constant placeholder).
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
     }
 
     /// How the shadow started.
@@ -463,7 +889,13 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
         self.init
     }
 
-    /// Updates since construction or the last [`reset`](Self::reset).
+    /// How fixed-point increments are rounded.
+    pub fn rounding(&self) -> Rounding {
+        self.rounding
+    }
+
+    /// Calls to [`update`](Self::update) since construction or the last
+    /// [`reset`](Self::reset) (copies and skipped calls included).
     ///
     /// ```
     /// let mut ema = polyak::Ema::new([0.0f32; 1], 0.9)?;
@@ -472,7 +904,20 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
     /// # Ok::<(), polyak::Error>(())
     /// ```
     pub fn steps(&self) -> u64 {
+        self.calls
+    }
+
+    /// EMA steps taken since averaging started (`t` of the schedule; the
+    /// copy-first update counts as the first).
+    pub fn ema_steps(&self) -> u64 {
         self.steps
+    }
+
+    /// How many element reads had to saturate to the format's range since
+    /// construction or reset (only debiased fixed-point reads can: rounding
+    /// can carry a quotient one LSB past ±1).
+    pub fn saturated(&self) -> u32 {
+        self.saturated.get()
     }
 
     /// The raw shadow (in copy-first mode, the average itself; in
@@ -486,12 +931,14 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
         self.shadow
     }
 
-    /// Folds one step's parameters into the average.
+    /// Folds one step's parameters into the average, as the schedule says:
+    /// copy (before `update_after_step`, and on the first call in copy-first
+    /// mode), skip (between `update_every` updates), or an EMA step.
     ///
     /// # Errors
     /// [`Error::LengthMismatch`] if `params` is not as long as the shadow;
     /// for f32, [`Error::NonFinite`] or [`Error::OutOfRange`] for the first
-    /// bad element; [`Error::CountOverflow`] after 2⁶⁴ − 1 updates. The
+    /// bad element; [`Error::CountOverflow`] after 2⁶⁴ − 1 calls. The
     /// state is unchanged on error.
     ///
     /// ```
@@ -508,17 +955,38 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
     pub fn update(&mut self, params: &[A::Param]) -> Result<(), Error> {
         check_len(self.len(), params.len())?;
         A::check(params)?;
-        let steps = self.steps.checked_add(1).ok_or(Error::CountOverflow)?;
+        let calls = self.calls.checked_add(1).ok_or(Error::CountOverflow)?;
+        let first = self.init == Init::CopyFirst && self.calls == 0;
+        let action = if first {
+            Action::Copy
+        } else {
+            self.schedule.action(calls, self.steps)
+        };
         let shadow = self.shadow.as_mut();
-        match self.init {
-            Init::CopyFirst if self.steps == 0 => A::load(shadow, params),
-            Init::CopyFirst => A::step(shadow, params, self.alpha),
-            Init::ZeroDebiased => {
-                A::step(shadow, params, self.alpha);
-                self.weight = A::weight_step(self.weight, self.alpha);
+        match action {
+            Action::Copy => {
+                A::load(shadow, params);
+                self.weight = A::weight_one();
+                self.filled = true;
+                if first && self.schedule.update_after_step == 0 {
+                    // the copy-first update is the first EMA step (α₁ = 1)
+                    self.steps = 1;
+                }
+            }
+            Action::Skip => {}
+            Action::Step { alpha, t } => {
+                let a = match self.coefs {
+                    Coefs::Constant(a) => a,
+                    Coefs::Scheduled => A::coef_from_alpha(alpha),
+                };
+                A::step(shadow, params, a, self.rounding, &mut self.rng);
+                self.weight = A::weight_step(self.weight, a);
+                self.alpha = a;
+                self.steps = t;
+                self.filled = true;
             }
         }
-        self.steps = steps;
+        self.calls = calls;
         Ok(())
     }
 
@@ -526,7 +994,8 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
     ///
     /// # Errors
     /// [`Error::LengthMismatch`] if `out` has the wrong length;
-    /// [`Error::Empty`] before the first update. `out` is untouched on error.
+    /// [`Error::Empty`] before the shadow holds any data. `out` is untouched
+    /// on error.
     ///
     /// ```
     /// use polyak::{Ema, I1F31, Q15};
@@ -540,13 +1009,15 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
     /// ```
     pub fn read_into(&self, out: &mut [A::Param]) -> Result<(), Error> {
         check_len(self.len(), out.len())?;
-        if self.steps == 0 {
+        if !self.filled {
             return Err(Error::Empty);
         }
-        match self.init {
+        let saturated = match self.init {
             Init::CopyFirst => A::store(self.shadow.as_ref(), out),
             Init::ZeroDebiased => A::store_debiased(self.shadow.as_ref(), self.weight, out),
-        }
+        };
+        self.saturated
+            .set(self.saturated.get().saturating_add(saturated));
         Ok(())
     }
 
@@ -572,7 +1043,8 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
     }
 
     /// Forgets everything: the next update starts afresh (copies, or starts
-    /// from zero in zero-debiased mode).
+    /// from zero in zero-debiased mode). The rounding generator restarts
+    /// from its seed.
     ///
     /// ```
     /// let mut ema = polyak::Ema::new([0.0f32; 1], 0.9)?;
@@ -583,40 +1055,20 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
     /// # Ok::<(), polyak::Error>(())
     /// ```
     pub fn reset(&mut self) {
+        self.calls = 0;
         self.steps = 0;
+        self.filled = false;
         self.weight = A::weight_zero();
+        self.saturated.set(0);
+        if let Rounding::Stochastic { seed } = self.rounding {
+            self.rng = seed;
+        }
+        if let Coefs::Scheduled = self.coefs {
+            self.alpha = A::coef_from_alpha(self.schedule.alpha(1));
+        }
         if self.init == Init::ZeroDebiased {
             self.shadow.as_mut().fill(A::ZERO);
         }
-    }
-}
-
-impl<A: Debias, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
-    /// An EMA with decay β whose shadow starts at zero and is divided by
-    /// `1 − βᵗ` when read ([`Init::ZeroDebiased`]). Zero-fills the storage.
-    ///
-    /// # Errors
-    /// As [`new`](Self::new).
-    ///
-    /// ```
-    /// use polyak::Ema;
-    /// let mut ema = Ema::new_debiased([0.0f32; 2], 0.5)?;
-    /// ema.update(&[4.0, -2.0])?; // shadow 2.0, -1.0; weight 0.5
-    /// let mut out = [0.0; 2];
-    /// ema.read_into(&mut out)?;
-    /// assert_eq!(out, [4.0, -2.0]);
-    /// # Ok::<(), polyak::Error>(())
-    /// ```
-    pub fn new_debiased(shadow: S, beta: f32) -> Result<Self, Error> {
-        Self::build(shadow, A::alpha_from_beta(beta)?, Init::ZeroDebiased)
-    }
-
-    /// As [`new_debiased`](Self::new_debiased) with an explicit α.
-    ///
-    /// # Errors
-    /// [`Error::InvalidDecay`] unless α is in `(0, 1]`.
-    pub fn with_alpha_debiased(shadow: S, alpha: A::Coef) -> Result<Self, Error> {
-        Self::build(shadow, alpha, Init::ZeroDebiased)
     }
 }
 

@@ -52,6 +52,9 @@ pub enum Error {
     /// A state handed to a `from_parts` constructor breaks an invariant
     /// (for example an accumulator larger than its count allows).
     InvalidState,
+    /// The option is not available for this element format (for example
+    /// stochastic rounding of an f32 shadow).
+    Unsupported,
     /// There is nothing to read yet (no update since construction or reset),
     /// or no model was given.
     Empty,
@@ -82,6 +85,7 @@ impl fmt::Display for Error {
             Error::WeightOverflow => f.write_str("total weight exceeds the exact range"),
             Error::CountOverflow => f.write_str("counter would leave the exact range"),
             Error::InvalidState => f.write_str("state violates an invariant"),
+            Error::Unsupported => f.write_str("not supported for this format"),
             Error::Empty => f.write_str("nothing to read yet"),
         }
     }

@@ -69,6 +69,48 @@ impl CompF32 {
     }
 }
 
+/// A Q15 EMA shadow with error feedback: the shadow rounded to Q15
+/// (usable directly as a model) plus the residual that rounding dropped,
+/// in units of 2⁻³¹ (`value·2¹⁶ + residual` is the exact Q31 shadow, with
+/// `residual ∈ [−2¹⁵, 2¹⁵)`).
+///
+/// Four bytes per element, like the Q31 wide shadow, whose arithmetic it
+/// shares; the difference is that [`value`](Self::value) is always a
+/// ready-to-use Q15 weight.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct Q15Ef {
+    value: I1F15,
+    residual: i16,
+}
+
+impl Q15Ef {
+    /// Zero.
+    pub const ZERO: Self = Self { value: I1F15::ZERO, residual: 0 };
+
+    /// The shadow rounded to Q15 (nearest, ties up).
+    pub const fn value(self) -> I1F15 {
+        self.value
+    }
+
+    /// What the rounding to Q15 dropped, in units of 2⁻³¹.
+    pub const fn residual(self) -> i16 {
+        self.residual
+    }
+
+    /// The exact shadow in Q31 units: `value·2¹⁶ + residual`.
+    pub const fn wide(self) -> i32 {
+        ((self.value.to_bits() as i32) << 16) + self.residual as i32
+    }
+
+    /// Splits a Q31-unit shadow: `value = (w + 2¹⁵) >> 16`.
+    pub(crate) const fn from_wide(w: i32) -> Self {
+        let v = ((w as i64 + (1 << 15)) >> 16) as i32;
+        let v = if v > i16::MAX as i32 { i16::MAX as i32 } else { v };
+        Self { value: I1F15::from_bits(v as i16), residual: (w - (v << 16)) as i16 }
+    }
+}
+
 /// Checks f32 input: the first element that is NaN, ±Inf or larger in
 /// magnitude than [`F32_LIMIT`] is reported by index.
 pub(crate) fn check_f32(xs: &[f32]) -> Result<(), Error> {

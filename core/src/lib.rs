@@ -66,12 +66,14 @@ mod error;
 mod format;
 mod kernel;
 pub mod merge;
+pub mod schedule;
 mod num;
 pub mod swa;
 
-pub use ema::{Ema, EmaShadow, Init};
+pub use ema::{Ema, EmaShadow, Init, Rounding};
 pub use error::Error;
-pub use format::{CompF32, F32_LIMIT, I1F15, I1F31, I2F62, I33F31, I49F15, Q15, Q31, U1F31};
+pub use format::{CompF32, F32_LIMIT, I1F15, I1F31, I2F62, I33F31, I49F15, Q15, Q15Ef, Q31, U1F31};
+pub use schedule::Schedule;
 pub use swa::{Swa, SwaAccumulator};
 
 /// The project README's examples, compiled and run as doctests.

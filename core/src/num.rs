@@ -52,6 +52,82 @@ pub(crate) fn div_round_i64(n: i64, d: NonZeroU64) -> i64 {
     if n < 0 { q.wrapping_neg() } else { q }
 }
 
+/// `round(n / d)` to nearest, ties to even (symmetric in the sign of `n`),
+/// in 128 bits.
+#[inline]
+pub(crate) fn div_round_i128(n: i128, d: core::num::NonZeroU128) -> i128 {
+    let m = n.unsigned_abs();
+    let q = m / d;
+    let r = m % d;
+    let rest = d.get() - r;
+    let up = (r > rest) | ((r == rest) & (q & 1 != 0));
+    let q = (q + u128::from(up)) as i128;
+    if n < 0 { q.wrapping_neg() } else { q }
+}
+
+/// `round(v / 2^shift)` to nearest, ties to even, for a run-time shift in
+/// `1..=126`.
+#[inline]
+pub(crate) fn round_shift_var_i128(v: i128, shift: u32) -> i128 {
+    let shift = shift.clamp(1, 126);
+    let q = v >> shift;
+    let r = v & ((1i128 << shift) - 1);
+    let half = 1i128 << (shift - 1);
+    q + i128::from((r > half) | ((r == half) & (q & 1 != 0)))
+}
+
+/// How an increment `p / 2³¹` is rounded to an integer.
+pub(crate) trait Round {
+    /// `p / 2³¹` rounded.
+    fn r64(&mut self, p: i64) -> i64;
+    /// `p / 2³¹` rounded.
+    fn r128(&mut self, p: i128) -> i128;
+}
+
+/// Round to nearest, ties to even.
+pub(crate) struct Nearest;
+
+impl Round for Nearest {
+    #[inline(always)]
+    fn r64(&mut self, p: i64) -> i64 {
+        round_shift_i64::<31>(p)
+    }
+    #[inline(always)]
+    fn r128(&mut self, p: i128) -> i128 {
+        round_shift_i128::<31>(p)
+    }
+}
+
+/// Stochastic rounding: up with probability equal to the fraction, from a
+/// xorshift32 generator (Marsaglia 2003) whose state the caller keeps.
+pub(crate) struct Stochastic<'a>(pub(crate) &'a mut u32);
+
+impl Stochastic<'_> {
+    /// 31 uniform bits.
+    #[inline(always)]
+    fn next31(&mut self) -> u32 {
+        let mut x = *self.0;
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *self.0 = x;
+        x >> 1
+    }
+}
+
+impl Round for Stochastic<'_> {
+    #[inline(always)]
+    fn r64(&mut self, p: i64) -> i64 {
+        let frac = (p & 0x7fff_ffff) as u32;
+        (p >> 31) + i64::from(self.next31() < frac)
+    }
+    #[inline(always)]
+    fn r128(&mut self, p: i128) -> i128 {
+        let frac = (p & 0x7fff_ffff) as u32;
+        (p >> 31) + i128::from(self.next31() < frac)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,6 +157,30 @@ mod tests {
         assert_eq!(round_shift_i64::<2>(-11), -3);
         assert_eq!(round_shift_i128::<2>(-14), -4);
         assert_eq!(round_shift_i128::<2>(-9), -2);
+    }
+
+    #[test]
+    fn variable_shift_rounds_half_to_even() {
+        assert_eq!(round_shift_var_i128(10, 2), 2);
+        assert_eq!(round_shift_var_i128(14, 2), 4);
+        assert_eq!(round_shift_var_i128(-10, 2), -2);
+        assert_eq!(round_shift_var_i128(11, 2), 3);
+        assert_eq!(round_shift_var_i128(1 << 40, 40), 1);
+    }
+
+    #[test]
+    fn stochastic_rounding_is_unbiased_and_bounded() {
+        let mut state = 0x1234_5678u32;
+        let mut r = Stochastic(&mut state);
+        // 0.25 in units of 2^31
+        let p = 1i64 << 29;
+        let n = 100_000;
+        let ups: i64 = (0..n).map(|_| r.r64(p)).sum();
+        // Binomial(n, 1/4): mean 25000, sd 137
+        assert!((ups - n / 4).abs() < 1000, "{ups}");
+        assert!((0..1000).all(|_| (0..=1).contains(&r.r64(p))));
+        assert_eq!(r.r64(3 << 31), 3);
+        assert!((0..1000).all(|_| (-1..=0).contains(&r.r128(-(1i128 << 29)))));
     }
 
     #[test]

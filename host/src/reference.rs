@@ -11,6 +11,12 @@ pub const U64: f64 = 1.0 / 9_007_199_254_740_992.0;
 pub struct Ema {
     alpha: f64,
     debiased: bool,
+    /// the shadow was set by a copy: debiasing weight 1 from then on
+    copied_weight: bool,
+    /// Π(1 − α_t) over the steps (debiased mode with a schedule)
+    decay_product: f64,
+    /// α has changed between steps
+    varying: bool,
     s: Vec<f64>,
     steps: u64,
     max_abs: Vec<f64>,
@@ -22,6 +28,9 @@ impl Ema {
         Self {
             alpha,
             debiased: false,
+            copied_weight: false,
+            decay_product: 1.0,
+            varying: false,
             s: vec![0.0; n],
             steps: 0,
             max_abs: vec![0.0; n],
@@ -36,6 +45,28 @@ impl Ema {
         }
     }
 
+    /// One step with an explicit coefficient (for schedules): copies on
+    /// the first step in copy-first mode, as [`update`](Self::update).
+    pub fn update_with_alpha(&mut self, x: &[f64], alpha: f64) {
+        if self.steps > 0 && alpha != self.alpha {
+            self.varying = true;
+        }
+        self.alpha = alpha;
+        self.update(x);
+    }
+
+    /// A copy of `x` into the shadow (a schedule's copy phase): the
+    /// average restarts from `x` with full weight.
+    pub fn copy(&mut self, x: &[f64]) {
+        for ((s, &x), m) in self.s.iter_mut().zip(x).zip(&mut self.max_abs) {
+            *s = x;
+            *m = m.max(x.abs());
+        }
+        self.copied_weight = true;
+        // later steps blend into the copy rather than copying again
+        self.steps = self.steps.max(1);
+    }
+
     /// One step.
     pub fn update(&mut self, x: &[f64]) {
         assert_eq!(x.len(), self.s.len());
@@ -47,13 +78,20 @@ impl Ema {
             }
             *m = m.max(x.abs());
         }
+        self.decay_product *= 1.0 - self.alpha;
         self.steps += 1;
     }
 
     /// The average (debiased if so constructed).
     pub fn value(&self) -> Vec<f64> {
-        if self.debiased {
-            let w = 1.0 - (1.0 - self.alpha).powf(self.steps as f64);
+        if self.debiased && !self.copied_weight {
+            // 1 − βᵗ for a constant β (closed form); 1 − Π(1 − α_t) for a
+            // schedule
+            let w = if self.varying {
+                1.0 - self.decay_product
+            } else {
+                1.0 - (1.0 - self.alpha).powf(self.steps as f64)
+            };
             self.s.iter().map(|s| s / w).collect()
         } else {
             self.s.clone()
@@ -151,4 +189,34 @@ pub fn weighted_average(values: &[f64], weights: &[f64]) -> f64 {
 /// `a + t·(b − a)`.
 pub fn interpolate(a: f64, b: f64, t: f64) -> f64 {
     a + t * (b - a)
+}
+
+/// α_t of the schedules, in f64, from their formulas (`t ≥ 1`).
+pub mod schedule {
+    /// `1 − β`.
+    pub fn constant(beta: f64) -> f64 {
+        1.0 - beta
+    }
+
+    /// `1 − clamp(1 − (1 + (t − 1)/γ)^(−p), β_min, β_max)`, i.e.
+    /// `clamp((1 + (t − 1)/γ)^(−p), 1 − β_max, 1 − β_min)`.
+    pub fn warmup(t: u64, inv_gamma: f64, power: f64, min_beta: f64, max_beta: f64) -> f64 {
+        let e = (t.max(1) - 1) as f64;
+        (1.0 + e / inv_gamma).powf(-power).clamp(1.0 - max_beta, 1.0 - min_beta)
+    }
+
+    /// `1 − 0.5^(Δ/h)`.
+    pub fn half_life(half_life: f64, per_step: f64) -> f64 {
+        -(-(2f64.ln()) * per_step / half_life).exp_m1()
+    }
+
+    /// `1 − (1 − 1/t)^(γ+1)`.
+    pub fn power(t: u64, gamma: f64) -> f64 {
+        if t <= 1 { 1.0 } else { -((gamma + 1.0) * (-1.0 / t as f64).ln_1p()).exp_m1() }
+    }
+
+    /// `σ_rel(γ) = sqrt((γ + 1) / ((γ + 2)²·(γ + 3)))`.
+    pub fn sigma_rel(gamma: f64) -> f64 {
+        ((gamma + 1.0) / ((gamma + 2.0).powi(2) * (gamma + 3.0))).sqrt()
+    }
 }

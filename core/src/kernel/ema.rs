@@ -1,7 +1,13 @@
 //! EMA update and readout loops: `s ← s + α·(x − s)`.
+//!
+//! Fixed-point steps are generic over how the increment `α·(x − s)` is
+//! rounded ([`Round`]): nearest-even or stochastic. A step always lands
+//! between the old shadow and the input (the increment is at most
+//! `|x − s|`, an integer, in magnitude, whichever way it rounds), so no
+//! fixed-point update can overflow.
 
-use crate::format::{CompF32, I1F15, I1F31, I2F62};
-use crate::num::{round_shift_i64, round_shift_i128, two_sum};
+use crate::format::{CompF32, I1F15, I1F31, I2F62, Q15Ef};
+use crate::num::{Round, round_shift_i64, two_sum};
 
 /// Plain f32: `s ← fl(s + fl(α·fl(x − s)))`.
 pub(crate) fn plain_f32(s: &mut [f32], x: &[f32], alpha: f32) {
@@ -30,37 +36,88 @@ pub(crate) fn comp_f32(s: &mut [CompF32], x: &[f32], alpha: f32) {
     }
 }
 
-/// One Q15-input step on a Q31 shadow; `alpha` is a Q31 coefficient in
-/// `(0, 2^31]`. `|x·2^16 − s| < 2^32`, so the product is below 2^63.
+/// One Q15-input step on a Q31-unit shadow; `alpha` is a Q31 coefficient
+/// in `(0, 2³¹]`. `|x·2¹⁶ − s| < 2³²`, so the product is below 2⁶³.
 #[inline(always)]
-pub(crate) fn q15_step(s: i32, x: i16, alpha: i64) -> i32 {
+pub(crate) fn q15_wide_step(s: i32, x: i16, alpha: i64, r: &mut impl Round) -> i32 {
     let d = (i64::from(x) << 16) - i64::from(s);
-    let delta = round_shift_i64::<31>(d * alpha);
-    // The result lies between s and x·2^16, so it fits in i32.
+    let delta = r.r64(d * alpha);
     (i64::from(s) + delta) as i32
 }
 
-/// Q15 input, Q31 (I1F31) shadow, rounding the increment to nearest-even.
-pub(crate) fn q15(s: &mut [I1F31], x: &[I1F15], alpha: i64) {
+/// Q15 input, Q31 (I1F31) shadow.
+pub(crate) fn q15_wide(s: &mut [I1F31], x: &[I1F15], alpha: i64, r: &mut impl Round) {
     for (s, x) in s.iter_mut().zip(x) {
-        *s = I1F31::from_bits(q15_step(s.to_bits(), x.to_bits(), alpha));
+        *s = I1F31::from_bits(q15_wide_step(s.to_bits(), x.to_bits(), alpha, r));
     }
 }
 
-/// One Q31-input step on a Q62 (I2F62) shadow. `|x·2^31 − s| < 2^63`.
+/// Q15 input, Q31 shadow, α = 2⁻ᵏ: the increment is `(x·2¹⁶ − s) >> k`,
+/// rounded to nearest-even — no multiply.
+pub(crate) fn q15_wide_shift(s: &mut [I1F31], x: &[I1F15], k: u32) {
+    let k = k.clamp(1, 31);
+    let mask = (1i64 << k) - 1;
+    let half = 1i64 << (k - 1);
+    for (s, x) in s.iter_mut().zip(x) {
+        let d = (i64::from(x.to_bits()) << 16) - i64::from(s.to_bits());
+        let q = d >> k;
+        let rem = d & mask;
+        let delta = q + i64::from((rem > half) | ((rem == half) & (q & 1 != 0)));
+        *s = I1F31::from_bits((i64::from(s.to_bits()) + delta) as i32);
+    }
+}
+
+/// Q15 input, Q15 (narrow) shadow: `|x − s| < 2¹⁶`, the product is below
+/// 2⁴⁷.
+pub(crate) fn q15_narrow(s: &mut [I1F15], x: &[I1F15], alpha: i64, r: &mut impl Round) {
+    for (s, x) in s.iter_mut().zip(x) {
+        let d = i64::from(x.to_bits()) - i64::from(s.to_bits());
+        let delta = r.r64(d * alpha);
+        *s = I1F15::from_bits((i64::from(s.to_bits()) + delta) as i16);
+    }
+}
+
+/// Q15 input, error-feedback shadow: the Q31-unit step on
+/// `value·2¹⁶ + residual`, split again into a Q15 value and a residual.
+pub(crate) fn q15_ef(s: &mut [Q15Ef], x: &[I1F15], alpha: i64, r: &mut impl Round) {
+    for (s, x) in s.iter_mut().zip(x) {
+        *s = Q15Ef::from_wide(q15_wide_step(s.wide(), x.to_bits(), alpha, r));
+    }
+}
+
+/// One Q31-input step on a Q62-unit shadow. `|x·2³¹ − s| < 2⁶³`.
 #[inline(always)]
-pub(crate) fn q31_step(s: i64, x: i32, alpha: i64) -> i64 {
+pub(crate) fn q31_wide_step(s: i64, x: i32, alpha: i64, r: &mut impl Round) -> i64 {
     let d = (i64::from(x) << 31) - s;
-    let delta = round_shift_i128::<31>(i128::from(d) * i128::from(alpha));
-    // The result lies between s and x·2^31, so it fits in i64.
+    let delta = r.r128(i128::from(d) * i128::from(alpha));
     (i128::from(s) + delta) as i64
 }
 
-/// Q31 input, Q62 (I2F62) shadow, rounding the increment to nearest-even.
-pub(crate) fn q31(s: &mut [I2F62], x: &[I1F31], alpha: i64) {
+/// Q31 input, Q62 (I2F62) shadow.
+pub(crate) fn q31_wide(s: &mut [I2F62], x: &[I1F31], alpha: i64, r: &mut impl Round) {
     for (s, x) in s.iter_mut().zip(x) {
-        *s = I2F62::from_bits(q31_step(s.to_bits(), x.to_bits(), alpha));
+        *s = I2F62::from_bits(q31_wide_step(s.to_bits(), x.to_bits(), alpha, r));
     }
+}
+
+/// Q31 input, Q62 shadow, α = 2⁻ᵏ: a shift, rounded to nearest-even.
+pub(crate) fn q31_wide_shift(s: &mut [I2F62], x: &[I1F31], k: u32) {
+    let k = k.clamp(1, 31);
+    let mask = (1i64 << k) - 1;
+    let half = 1i64 << (k - 1);
+    for (s, x) in s.iter_mut().zip(x) {
+        let d = (i64::from(x.to_bits()) << 31) - s.to_bits();
+        let q = d >> k;
+        let rem = d & mask;
+        let delta = q + i64::from((rem > half) | ((rem == half) & (q & 1 != 0)));
+        *s = I2F62::from_bits(s.to_bits() + delta);
+    }
+}
+
+/// `round(s / 2¹⁶)`, nearest-even: the Q15 read of a Q31-unit shadow.
+#[inline(always)]
+pub(crate) fn q31_units_to_q15(s: i32) -> i64 {
+    round_shift_i64::<16>(i64::from(s))
 }
 
 /// Copies parameters into a shadow, converting exactly.
@@ -71,7 +128,7 @@ pub(crate) fn load<A, T: Copy>(s: &mut [A], x: &[T], widen: impl Fn(T) -> A) {
 }
 
 /// Writes the shadow out, converting with `narrow`.
-pub(crate) fn store<A: Copy, T>(s: &[A], out: &mut [T], narrow: impl Fn(A) -> T) {
+pub(crate) fn store<A: Copy, T>(s: &[A], out: &mut [T], mut narrow: impl FnMut(A) -> T) {
     for (o, &s) in out.iter_mut().zip(s) {
         *o = narrow(s);
     }

@@ -16,8 +16,11 @@ use proptest::prelude::*;
 fn check_alpha(s: &Schedule, t: u64, want: f64) -> Result<(), TestCaseError> {
     let got = f64::from(s.alpha(t));
     let bound = f64::from(s.decay.alpha_rel_error()) * EPS * want;
-    prop_assert!((got - want).abs() <= bound, "{s:?} t={t}: α {got:e} vs {want:e} (rel {:.2} ε)",
-        ((got - want) / want).abs() / EPS);
+    prop_assert!(
+        (got - want).abs() <= bound,
+        "{s:?} t={t}: α {got:e} vs {want:e} (rel {:.2} ε)",
+        ((got - want) / want).abs() / EPS
+    );
     Ok(())
 }
 
@@ -120,7 +123,10 @@ fn invalid_schedules_are_refused() {
     ];
     for s in bad {
         assert_eq!(s.validate(), Err(Error::InvalidDecay), "{s:?}");
-        assert_eq!(Ema::with_schedule([0.0f32; 2], s).map(|_| ()), Err(Error::InvalidDecay));
+        assert_eq!(
+            Ema::with_schedule([0.0f32; 2], s).map(|_| ()),
+            Err(Error::InvalidDecay)
+        );
     }
 }
 
@@ -187,12 +193,24 @@ fn schedules() -> impl Strategy<Value = (Schedule, f64)> {
 fn alpha_fn(s: Schedule) -> Box<dyn Fn(u64) -> f64> {
     match s.decay {
         Decay::Constant { beta } => Box::new(move |_| refs::constant(f64::from(beta))),
-        Decay::Warmup { inv_gamma, power, min_beta, max_beta } => Box::new(move |t| {
-            refs::warmup(t, f64::from(inv_gamma), f64::from(power), f64::from(min_beta), f64::from(max_beta))
+        Decay::Warmup {
+            inv_gamma,
+            power,
+            min_beta,
+            max_beta,
+        } => Box::new(move |t| {
+            refs::warmup(
+                t,
+                f64::from(inv_gamma),
+                f64::from(power),
+                f64::from(min_beta),
+                f64::from(max_beta),
+            )
         }),
-        Decay::HalfLife { half_life, per_step } => {
-            Box::new(move |_| refs::half_life(f64::from(half_life), f64::from(per_step)))
-        }
+        Decay::HalfLife {
+            half_life,
+            per_step,
+        } => Box::new(move |_| refs::half_life(f64::from(half_life), f64::from(per_step))),
         Decay::Power { gamma } => Box::new(move |t| refs::power(t, f64::from(gamma))),
         Decay::Shift { k } => Box::new(move |_| 2f64.powi(-i32::from(k))),
     }

@@ -174,7 +174,7 @@ fn check_f32_alpha(alpha: f32) -> Result<(), Error> {
 
 /// round(α·2³¹) to nearest-even from the bits of α ∈ (0, 1], at least 1.
 fn q31_coef(alpha: f32) -> U1F31 {
-    let raw = if !(alpha > 0.0) {
+    let raw = if alpha.is_nan() || alpha <= 0.0 {
         1
     } else if alpha >= 1.0 {
         1u32 << 31
@@ -412,13 +412,7 @@ impl EmaShadow for I1F31 {
             I1F31::from_bits(i32::from(x.to_bits()) << 16)
         });
     }
-    fn step(
-        shadow: &mut [I1F31],
-        params: &[Q15],
-        alpha: U1F31,
-        rounding: Rounding,
-        rng: &mut u32,
-    ) {
+    fn step(shadow: &mut [I1F31], params: &[Q15], alpha: U1F31, rounding: Rounding, rng: &mut u32) {
         let a = i64::from(alpha.to_bits());
         match (rounding, shift_of(alpha)) {
             (Rounding::NearestEven, Some(sh)) => k::q15_wide_shift(shadow, params, sh),
@@ -485,13 +479,7 @@ impl EmaShadow for Q15Ef {
             Q15Ef::from_wide(i32::from(x.to_bits()) << 16)
         });
     }
-    fn step(
-        shadow: &mut [Q15Ef],
-        params: &[Q15],
-        alpha: U1F31,
-        rounding: Rounding,
-        rng: &mut u32,
-    ) {
+    fn step(shadow: &mut [Q15Ef], params: &[Q15], alpha: U1F31, rounding: Rounding, rng: &mut u32) {
         let a = i64::from(alpha.to_bits());
         match rounding {
             Rounding::NearestEven => k::q15_ef(shadow, params, a, &mut Nearest),
@@ -552,13 +540,7 @@ impl EmaShadow for I1F15 {
     fn load(shadow: &mut [I1F15], params: &[Q15]) {
         k::load(shadow, params, |x| x);
     }
-    fn step(
-        shadow: &mut [I1F15],
-        params: &[Q15],
-        alpha: U1F31,
-        rounding: Rounding,
-        rng: &mut u32,
-    ) {
+    fn step(shadow: &mut [I1F15], params: &[Q15], alpha: U1F31, rounding: Rounding, rng: &mut u32) {
         let a = i64::from(alpha.to_bits());
         match rounding {
             Rounding::NearestEven => k::q15_narrow(shadow, params, a, &mut Nearest),
@@ -622,13 +604,7 @@ impl EmaShadow for I2F62 {
             I2F62::from_bits(i64::from(x.to_bits()) << 31)
         });
     }
-    fn step(
-        shadow: &mut [I2F62],
-        params: &[Q31],
-        alpha: U1F31,
-        rounding: Rounding,
-        rng: &mut u32,
-    ) {
+    fn step(shadow: &mut [I2F62], params: &[Q31], alpha: U1F31, rounding: Rounding, rng: &mut u32) {
         let a = i64::from(alpha.to_bits());
         match (rounding, shift_of(alpha)) {
             (Rounding::NearestEven, Some(sh)) => k::q31_wide_shift(shadow, params, sh),
@@ -705,7 +681,7 @@ pub struct Ema<A: EmaShadow, S> {
     rounding: Rounding,
     rng: u32,
     calls: u64,
-    steps: u64,
+    t: u64,
     filled: bool,
     weight: A::Weight,
     saturated: Cell<u32>,
@@ -758,7 +734,12 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
     /// # Ok::<(), polyak::Error>(())
     /// ```
     pub fn with_alpha(shadow: S, alpha: A::Coef) -> Result<Self, Error> {
-        Self::build(shadow, Schedule::constant(0.0), Some(alpha), Init::CopyFirst)
+        Self::build(
+            shadow,
+            Schedule::constant(0.0),
+            Some(alpha),
+            Init::CopyFirst,
+        )
     }
 
     /// An EMA with constant decay β whose shadow starts at zero and is
@@ -794,7 +775,12 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
     /// # Errors
     /// [`Error::InvalidDecay`] unless α is in `(0, 1]`.
     pub fn with_alpha_debiased(shadow: S, alpha: A::Coef) -> Result<Self, Error> {
-        Self::build(shadow, Schedule::constant(0.0), Some(alpha), Init::ZeroDebiased)
+        Self::build(
+            shadow,
+            Schedule::constant(0.0),
+            Some(alpha),
+            Init::ZeroDebiased,
+        )
     }
 
     fn build(
@@ -830,7 +816,7 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
             rounding: Rounding::NearestEven,
             rng: 0,
             calls: 0,
-            steps: 0,
+            t: 0,
             filled: false,
             weight: A::weight_zero(),
             saturated: Cell::new(0),
@@ -910,7 +896,7 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
     /// EMA steps taken since averaging started (`t` of the schedule; the
     /// copy-first update counts as the first).
     pub fn ema_steps(&self) -> u64 {
-        self.steps
+        self.t
     }
 
     /// How many element reads had to saturate to the format's range since
@@ -960,7 +946,7 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
         let action = if first {
             Action::Copy
         } else {
-            self.schedule.action(calls, self.steps)
+            self.schedule.action(calls, self.t)
         };
         let shadow = self.shadow.as_mut();
         match action {
@@ -970,7 +956,7 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
                 self.filled = true;
                 if first && self.schedule.update_after_step == 0 {
                     // the copy-first update is the first EMA step (α₁ = 1)
-                    self.steps = 1;
+                    self.t = 1;
                 }
             }
             Action::Skip => {}
@@ -982,7 +968,7 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
                 A::step(shadow, params, a, self.rounding, &mut self.rng);
                 self.weight = A::weight_step(self.weight, a);
                 self.alpha = a;
-                self.steps = t;
+                self.t = t;
                 self.filled = true;
             }
         }
@@ -1056,7 +1042,7 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
     /// ```
     pub fn reset(&mut self) {
         self.calls = 0;
-        self.steps = 0;
+        self.t = 0;
         self.filled = false;
         self.weight = A::weight_zero();
         self.saturated.set(0);

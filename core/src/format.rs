@@ -86,7 +86,10 @@ pub struct Q15Ef {
 
 impl Q15Ef {
     /// Zero.
-    pub const ZERO: Self = Self { value: I1F15::ZERO, residual: 0 };
+    pub const ZERO: Self = Self {
+        value: I1F15::ZERO,
+        residual: 0,
+    };
 
     /// The shadow rounded to Q15 (nearest, ties up).
     pub const fn value(self) -> I1F15 {
@@ -106,8 +109,15 @@ impl Q15Ef {
     /// Splits a Q31-unit shadow: `value = (w + 2¹⁵) >> 16`.
     pub(crate) const fn from_wide(w: i32) -> Self {
         let v = ((w as i64 + (1 << 15)) >> 16) as i32;
-        let v = if v > i16::MAX as i32 { i16::MAX as i32 } else { v };
-        Self { value: I1F15::from_bits(v as i16), residual: (w - (v << 16)) as i16 }
+        let v = if v > i16::MAX as i32 {
+            i16::MAX as i32
+        } else {
+            v
+        };
+        Self {
+            value: I1F15::from_bits(v as i16),
+            residual: (w - (v << 16)) as i16,
+        }
     }
 }
 

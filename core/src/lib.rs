@@ -66,8 +66,8 @@ mod error;
 mod format;
 mod kernel;
 pub mod merge;
-pub mod schedule;
 mod num;
+pub mod schedule;
 pub mod swa;
 
 pub use ema::{Ema, EmaShadow, Init, Rounding};

@@ -138,19 +138,30 @@ impl Schedule {
     /// The timm / ema-pytorch warmup.
     #[cfg(feature = "libm")]
     pub const fn warmup(inv_gamma: f32, power: f32, min_beta: f32, max_beta: f32) -> Self {
-        Self::from_decay(Decay::Warmup { inv_gamma, power, min_beta, max_beta })
+        Self::from_decay(Decay::Warmup {
+            inv_gamma,
+            power,
+            min_beta,
+            max_beta,
+        })
     }
 
     /// A half-life in steps.
     #[cfg(feature = "libm")]
     pub const fn half_life_steps(steps: f32) -> Self {
-        Self::from_decay(Decay::HalfLife { half_life: steps, per_step: 1.0 })
+        Self::from_decay(Decay::HalfLife {
+            half_life: steps,
+            per_step: 1.0,
+        })
     }
 
     /// A half-life in samples, with `batch` samples per step.
     #[cfg(feature = "libm")]
     pub const fn half_life_samples(samples: f32, batch: f32) -> Self {
-        Self::from_decay(Decay::HalfLife { half_life: samples, per_step: batch })
+        Self::from_decay(Decay::HalfLife {
+            half_life: samples,
+            per_step: batch,
+        })
     }
 
     /// The power-function EMA with exponent γ.
@@ -171,17 +182,27 @@ impl Schedule {
 
     /// A schedule applying `decay` from the first call.
     pub const fn from_decay(decay: Decay) -> Self {
-        Self { decay, update_after_step: 0, update_every: 1 }
+        Self {
+            decay,
+            update_after_step: 0,
+            update_every: 1,
+        }
     }
 
     /// Copy for the first `steps` calls, then average.
     pub const fn after(self, steps: u32) -> Self {
-        Self { update_after_step: steps, ..self }
+        Self {
+            update_after_step: steps,
+            ..self
+        }
     }
 
     /// Average only on every `k`-th call after the start.
     pub const fn every(self, k: u32) -> Self {
-        Self { update_every: k, ..self }
+        Self {
+            update_every: k,
+            ..self
+        }
     }
 
     /// Checks the parameters.
@@ -198,7 +219,12 @@ impl Schedule {
             && match self.decay {
                 Decay::Constant { beta } => beta_ok(beta),
                 #[cfg(feature = "libm")]
-                Decay::Warmup { inv_gamma, power, min_beta, max_beta } => {
+                Decay::Warmup {
+                    inv_gamma,
+                    power,
+                    min_beta,
+                    max_beta,
+                } => {
                     pos(inv_gamma)
                         && pos(power)
                         && beta_ok(min_beta)
@@ -206,7 +232,10 @@ impl Schedule {
                         && min_beta <= max_beta
                 }
                 #[cfg(feature = "libm")]
-                Decay::HalfLife { half_life, per_step } => pos(half_life) && pos(per_step),
+                Decay::HalfLife {
+                    half_life,
+                    per_step,
+                } => pos(half_life) && pos(per_step),
                 #[cfg(feature = "libm")]
                 Decay::Power { gamma } => gamma >= 0.0 && gamma.is_finite(),
                 Decay::Shift { k } => (1..=31).contains(&k),
@@ -222,11 +251,14 @@ impl Schedule {
             return Action::Copy;
         }
         let every = u64::from(self.update_every.max(1));
-        if (call - after) % every != 0 {
+        if !(call - after).is_multiple_of(every) {
             return Action::Skip;
         }
         let t = steps_done.saturating_add(1);
-        Action::Step { alpha: self.alpha(t), t }
+        Action::Step {
+            alpha: self.alpha(t),
+            t,
+        }
     }
 
     /// α_t for the `t`-th EMA step (t ≥ 1; t = 0 is treated as 1). Assumes
@@ -236,15 +268,21 @@ impl Schedule {
         match self.decay {
             Decay::Constant { beta } => 1.0 - beta,
             #[cfg(feature = "libm")]
-            Decay::Warmup { inv_gamma, power, min_beta, max_beta } => {
+            Decay::Warmup {
+                inv_gamma,
+                power,
+                min_beta,
+                max_beta,
+            } => {
                 let e = t.saturating_sub(1) as f32;
                 let a = libm::powf(1.0 + e / inv_gamma, -power);
                 a.clamp(1.0 - max_beta, 1.0 - min_beta)
             }
             #[cfg(feature = "libm")]
-            Decay::HalfLife { half_life, per_step } => {
-                -libm::expm1f(-core::f32::consts::LN_2 * (per_step / half_life))
-            }
+            Decay::HalfLife {
+                half_life,
+                per_step,
+            } => -libm::expm1f(-core::f32::consts::LN_2 * (per_step / half_life)),
             #[cfg(feature = "libm")]
             Decay::Power { gamma } => {
                 if t <= 1 {
@@ -315,7 +353,7 @@ pub fn sigma_rel_to_gamma(sigma_rel: f64) -> Result<f64, Error> {
     for _ in 0..200 {
         let step = f(g) / df(g);
         let next = g - step;
-        if !(next < g) {
+        if next.is_nan() || next >= g {
             break;
         }
         g = next;
@@ -326,7 +364,7 @@ pub fn sigma_rel_to_gamma(sigma_rel: f64) -> Result<f64, Error> {
 /// Square root in f64 by Newton's method (no libm needed); exact to about
 /// one ulp for positive finite input.
 fn sqrt_f64(v: f64) -> f64 {
-    if !(v > 0.0) || !v.is_finite() {
+    if v.is_nan() || v <= 0.0 || v.is_infinite() {
         return 0.0;
     }
     // initial guess from the exponent

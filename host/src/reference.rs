@@ -202,7 +202,9 @@ pub mod schedule {
     /// `clamp((1 + (t − 1)/γ)^(−p), 1 − β_max, 1 − β_min)`.
     pub fn warmup(t: u64, inv_gamma: f64, power: f64, min_beta: f64, max_beta: f64) -> f64 {
         let e = (t.max(1) - 1) as f64;
-        (1.0 + e / inv_gamma).powf(-power).clamp(1.0 - max_beta, 1.0 - min_beta)
+        (1.0 + e / inv_gamma)
+            .powf(-power)
+            .clamp(1.0 - max_beta, 1.0 - min_beta)
     }
 
     /// `1 − 0.5^(Δ/h)`.
@@ -212,7 +214,11 @@ pub mod schedule {
 
     /// `1 − (1 − 1/t)^(γ+1)`.
     pub fn power(t: u64, gamma: f64) -> f64 {
-        if t <= 1 { 1.0 } else { -((gamma + 1.0) * (-1.0 / t as f64).ln_1p()).exp_m1() }
+        if t <= 1 {
+            1.0
+        } else {
+            -((gamma + 1.0) * (-1.0 / t as f64).ln_1p()).exp_m1()
+        }
     }
 
     /// `σ_rel(γ) = sqrt((γ + 1) / ((γ + 2)²·(γ + 3)))`.

@@ -170,7 +170,7 @@ impl ScheduledRef {
             self.t = 1;
         } else if self.calls <= self.after {
             self.r.copy(x);
-        } else if (self.calls - self.after) % self.every == 0 {
+        } else if (self.calls - self.after).is_multiple_of(self.every) {
             self.t += 1;
             let a = (self.alpha)(self.t);
             self.r.update_with_alpha(x, a);

@@ -301,6 +301,8 @@ fn errors_display_distinctly() {
         Error::WeightOverflow,
         Error::CountOverflow,
         Error::InvalidState,
+        Error::Unsupported,
+        Error::InvalidIndex { index: 9 },
         Error::Empty,
     ];
     let texts: Vec<String> = all.iter().map(|e| e.to_string()).collect();

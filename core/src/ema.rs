@@ -651,7 +651,7 @@ impl EmaShadow for I2F62 {
 
 /// How α is obtained at each step.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Coefs<C> {
+pub(crate) enum Coefs<C> {
     /// The same coefficient every step (constant β, half-life, shift, or
     /// an explicit α).
     Constant(C),
@@ -790,19 +790,12 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
         init: Init,
     ) -> Result<Self, Error> {
         schedule.validate()?;
-        let coefs = match alpha {
+        let (coefs, first) = match alpha {
             Some(a) => {
                 A::check_coef(a)?;
-                Coefs::Constant(a)
+                (Coefs::Constant(a), a)
             }
-            None if schedule.is_constant() => {
-                Coefs::Constant(A::coef_from_alpha(schedule.alpha(1)))
-            }
-            None => Coefs::Scheduled,
-        };
-        let first = match coefs {
-            Coefs::Constant(a) => a,
-            Coefs::Scheduled => A::coef_from_alpha(schedule.alpha(1)),
+            None => Coefs::of::<A>(&schedule),
         };
         if init == Init::ZeroDebiased {
             shadow.as_mut().fill(A::ZERO);
@@ -961,10 +954,7 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
             }
             Action::Skip => {}
             Action::Step { alpha, t } => {
-                let a = match self.coefs {
-                    Coefs::Constant(a) => a,
-                    Coefs::Scheduled => A::coef_from_alpha(alpha),
-                };
+                let a = self.coefs.at::<A>(alpha);
                 A::step(shadow, params, a, self.rounding, &mut self.rng);
                 self.weight = A::weight_step(self.weight, a);
                 self.alpha = a;
@@ -1054,6 +1044,27 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
         }
         if self.init == Init::ZeroDebiased {
             self.shadow.as_mut().fill(A::ZERO);
+        }
+    }
+}
+
+impl<C: Copy> Coefs<C> {
+    /// The coefficients of a validated schedule: constant when α never
+    /// changes; and α of the first step.
+    pub(crate) fn of<A: EmaShadow<Coef = C>>(schedule: &Schedule) -> (Self, C) {
+        let first = A::coef_from_alpha(schedule.alpha(1));
+        if schedule.is_constant() {
+            (Coefs::Constant(first), first)
+        } else {
+            (Coefs::Scheduled, first)
+        }
+    }
+
+    /// α for a step the schedule asked for with f32 coefficient `alpha`.
+    pub(crate) fn at<A: EmaShadow<Coef = C>>(&self, alpha: f32) -> C {
+        match *self {
+            Coefs::Constant(a) => a,
+            Coefs::Scheduled => A::coef_from_alpha(alpha),
         }
     }
 }

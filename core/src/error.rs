@@ -55,6 +55,11 @@ pub enum Error {
     /// The option is not available for this element format (for example
     /// stochastic rounding of an f32 shadow).
     Unsupported,
+    /// An index (of a bank member, a segment, a slot) is out of range.
+    InvalidIndex {
+        /// The index given.
+        index: usize,
+    },
     /// There is nothing to read yet (no update since construction or reset),
     /// or no model was given.
     Empty,
@@ -86,6 +91,7 @@ impl fmt::Display for Error {
             Error::CountOverflow => f.write_str("counter would leave the exact range"),
             Error::InvalidState => f.write_str("state violates an invariant"),
             Error::Unsupported => f.write_str("not supported for this format"),
+            Error::InvalidIndex { index } => write!(f, "index {index} out of range"),
             Error::Empty => f.write_str("nothing to read yet"),
         }
     }

@@ -61,6 +61,7 @@
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod bank;
 pub mod ema;
 mod error;
 mod format;
@@ -70,6 +71,7 @@ mod num;
 pub mod schedule;
 pub mod swa;
 
+pub use bank::EmaBank;
 pub use ema::{Ema, EmaShadow, Init, Rounding};
 pub use error::Error;
 pub use format::{CompF32, F32_LIMIT, I1F15, I1F31, I2F62, I33F31, I49F15, Q15, Q15Ef, Q31, U1F31};

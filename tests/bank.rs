@@ -123,7 +123,8 @@ proptest! {
             let num = q(c[0]) * i128::from(a[i].to_bits()) + q(c[1]) * i128::from(b[i].to_bits());
             let exact = num as f64 / 65536.0;
             let got = i128::from(m[i].to_bits());
-            if exact > 32767.5 || exact < -32768.5 {
+            // saturated iff the nearest-even rounding leaves the range
+            if !(-32768.0..=32767.0).contains(&exact.round_ties_even()) {
                 sat += 1;
                 prop_assert_eq!(got, if exact > 0.0 { 32767 } else { -32768 });
             } else {

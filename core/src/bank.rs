@@ -366,35 +366,66 @@ impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize> EmaBank
         Ok(())
     }
 
-    /// Reads member `k` through a small stack buffer, chunk by chunk.
-    fn read_column(&self, k: usize, out: &mut [A::Param]) -> Result<(), Error> {
-        check_len(self.len(), out.len())?;
+    /// The debiasing weight of member `k`, if it holds data.
+    fn member_weight(&self, k: usize) -> Result<A::Weight, Error> {
         let (Some(&filled), Some(&w)) = (self.filled.get(k), self.weights.get(k)) else {
             return Err(Error::InvalidIndex { index: k });
         };
-        if !filled {
-            return Err(Error::Empty);
-        }
-        let mut saturated = 0u32;
+        if filled { Ok(w) } else { Err(Error::Empty) }
+    }
+
+    /// Reads member `k` of `rows` into `dst` (as long as `rows`, at most
+    /// `CHUNK`); returns the saturation count.
+    fn column_chunk(&self, rows: &[[A; K]], k: usize, w: A::Weight, dst: &mut [A::Param]) -> u32 {
         let mut buf = [A::ZERO; CHUNK];
+        for (b, row) in buf.iter_mut().zip(rows) {
+            *b = row.get(k).copied().unwrap_or(A::ZERO);
+        }
+        let src = buf.get(..rows.len().min(CHUNK)).unwrap_or(&[]);
+        match self.init {
+            Init::CopyFirst => A::store(src, dst),
+            Init::ZeroDebiased => A::store_debiased(src, w, dst),
+        }
+    }
+
+    fn count(&self, saturated: u32) {
+        self.saturated
+            .set(self.saturated.get().saturating_add(saturated));
+    }
+
+    /// Reads member `k` into `out`, chunk by chunk.
+    fn read_column(&self, k: usize, out: &mut [A::Param]) -> Result<(), Error> {
+        check_len(self.len(), out.len())?;
+        let w = self.member_weight(k)?;
+        let mut saturated = 0u32;
         for (rows, out) in self
             .shadow
             .as_ref()
             .chunks(CHUNK)
             .zip(out.chunks_mut(CHUNK))
         {
-            for (b, row) in buf.iter_mut().zip(rows) {
-                *b = row.get(k).copied().unwrap_or(A::ZERO);
-            }
-            let n = rows.len().min(CHUNK);
-            let src = buf.get(..n).unwrap_or(&[]);
-            saturated += match self.init {
-                Init::CopyFirst => A::store(src, out),
-                Init::ZeroDebiased => A::store_debiased(src, w, out),
-            };
+            saturated += self.column_chunk(rows, k, w, out);
         }
-        self.saturated
-            .set(self.saturated.get().saturating_add(saturated));
+        self.count(saturated);
+        Ok(())
+    }
+
+    /// Hands member `k`'s average to `f` in chunks of at most 32 values,
+    /// through a stack buffer (for writing it out without a RAM copy).
+    ///
+    /// # Errors
+    /// [`Error::InvalidIndex`] if `k ≥ K`; [`Error::Empty`] before member
+    /// `k` holds data.
+    pub fn read_chunks(&self, k: usize, mut f: impl FnMut(&[A::Param])) -> Result<(), Error> {
+        let w = self.member_weight(k)?;
+        let mut tmp = [A::PARAM_ZERO; CHUNK];
+        let mut saturated = 0u32;
+        for rows in self.shadow.as_ref().chunks(CHUNK) {
+            let dst = tmp.get_mut(..rows.len().min(CHUNK)).unwrap_or(&mut []);
+            saturated += self.column_chunk(rows, k, w, dst);
+            f(dst);
+        }
+        self.count(saturated);
         Ok(())
     }
 
@@ -444,7 +475,6 @@ where
         }
         let mut saturated = 0u32;
         let mut cols = [[<A::Param as MixParam>::ZERO; CHUNK]; K];
-        let mut buf = [A::ZERO; CHUNK];
         let mut vals = [<A::Param as MixParam>::ZERO; K];
         for (rows, out) in self
             .shadow
@@ -454,16 +484,9 @@ where
         {
             let n = rows.len().min(CHUNK);
             for (k, col) in cols.iter_mut().enumerate() {
-                for (b, row) in buf.iter_mut().zip(rows) {
-                    *b = row.get(k).copied().unwrap_or(A::ZERO);
-                }
-                let src = buf.get(..n).unwrap_or(&[]);
-                let dst = col.get_mut(..n).unwrap_or(&mut []);
                 let w = self.weights.get(k).copied().unwrap_or(A::weight_one());
-                saturated += match self.init {
-                    Init::CopyFirst => A::store(src, dst),
-                    Init::ZeroDebiased => A::store_debiased(src, w, dst),
-                };
+                let dst = col.get_mut(..n).unwrap_or(&mut []);
+                saturated += self.column_chunk(rows, k, w, dst);
             }
             for (i, o) in out.iter_mut().enumerate() {
                 for (v, col) in vals.iter_mut().zip(&cols) {
@@ -474,8 +497,7 @@ where
                 saturated += u32::from(sat);
             }
         }
-        self.saturated
-            .set(self.saturated.get().saturating_add(saturated));
+        self.count(saturated);
         Ok(())
     }
 }

@@ -128,6 +128,9 @@ pub trait EmaShadow: Copy + sealed::Sealed {
     type Weight: Copy + core::fmt::Debug;
     /// The zero shadow value.
     const ZERO: Self;
+    /// A zero parameter value.
+    #[doc(hidden)]
+    const PARAM_ZERO: Self::Param;
     /// Whether the format is fixed point (and so takes a [`Rounding`]).
     const FIXED: bool;
 
@@ -271,6 +274,7 @@ impl EmaShadow for f32 {
     type Weight = f32;
     const ZERO: Self = 0.0;
     const FIXED: bool = false;
+    const PARAM_ZERO: f32 = 0.0;
 
     fn coef_from_alpha(alpha: f32) -> f32 {
         alpha
@@ -331,6 +335,7 @@ impl EmaShadow for CompF32 {
     type Weight = CompF32;
     const ZERO: Self = CompF32::ZERO;
     const FIXED: bool = false;
+    const PARAM_ZERO: f32 = 0.0;
 
     fn coef_from_alpha(alpha: f32) -> f32 {
         alpha
@@ -394,6 +399,7 @@ impl EmaShadow for I1F31 {
     type Weight = i64;
     const ZERO: Self = I1F31::ZERO;
     const FIXED: bool = true;
+    const PARAM_ZERO: Q15 = Q15::ZERO;
 
     fn coef_from_alpha(alpha: f32) -> U1F31 {
         q31_coef(alpha)
@@ -461,6 +467,7 @@ impl EmaShadow for Q15Ef {
     type Weight = i64;
     const ZERO: Self = Q15Ef::ZERO;
     const FIXED: bool = true;
+    const PARAM_ZERO: Q15 = Q15::ZERO;
 
     fn coef_from_alpha(alpha: f32) -> U1F31 {
         q31_coef(alpha)
@@ -524,6 +531,7 @@ impl EmaShadow for I1F15 {
     type Weight = i64;
     const ZERO: Self = I1F15::ZERO;
     const FIXED: bool = true;
+    const PARAM_ZERO: Q15 = Q15::ZERO;
 
     fn coef_from_alpha(alpha: f32) -> U1F31 {
         q31_coef(alpha)
@@ -586,6 +594,7 @@ impl EmaShadow for I2F62 {
     type Weight = i64;
     const ZERO: Self = I2F62::ZERO;
     const FIXED: bool = true;
+    const PARAM_ZERO: Q31 = Q31::ZERO;
 
     fn coef_from_alpha(alpha: f32) -> U1F31 {
         q31_coef(alpha)

@@ -68,6 +68,8 @@ mod format;
 mod kernel;
 pub mod merge;
 mod num;
+#[cfg(feature = "libm")]
+pub mod posthoc;
 pub mod schedule;
 pub mod swa;
 

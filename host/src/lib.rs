@@ -9,5 +9,6 @@
 pub mod bounds;
 pub mod metrics;
 pub mod naive;
+pub mod posthoc;
 pub mod reference;
 pub mod strategies;

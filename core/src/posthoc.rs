@@ -1,0 +1,196 @@
+//! The device half of post-hoc EMA (Karras et al., "Analyzing and
+//! Improving the Training Dynamics of Diffusion Models", 2024).
+//!
+//! During training the device keeps `K` power-function EMAs (typically
+//! σ_rel = 0.05 and 0.10) in one [`EmaBank`] pass and, every
+//! `snapshot_every` updates, writes each of them to a [`SnapshotSink`] (a
+//! trait the firmware implements over flash; `polyak-host` implements it in
+//! memory). After training, the host solves a small least-squares problem
+//! over the snapshots' power-function profiles and reconstructs the EMA for
+//! any σ_rel it wants (`polyak_host::posthoc`), streaming the snapshots one
+//! at a time.
+//!
+//! A snapshot is written through a 32-element stack buffer: no RAM beyond
+//! the bank itself.
+//!
+//! ```
+//! use polyak::posthoc::{PostHoc, SnapshotMeta, SnapshotSink};
+//! use polyak::CompF32;
+//!
+//! /// Counts what would go to flash.
+//! #[derive(Default)]
+//! struct Count { snapshots: u32, values: usize }
+//! impl SnapshotSink<f32> for Count {
+//!     type Error = ();
+//!     fn begin(&mut self, _: &SnapshotMeta) -> Result<(), ()> { self.snapshots += 1; Ok(()) }
+//!     fn write(&mut self, chunk: &[f32]) -> Result<(), ()> { self.values += chunk.len(); Ok(()) }
+//!     fn end(&mut self) -> Result<(), ()> { Ok(()) }
+//! }
+//!
+//! let mut ph = PostHoc::new([[CompF32::ZERO; 2]; 100], [0.05, 0.10], 10)?;
+//! let mut sink = Count::default();
+//! for step in 0..50 {
+//!     ph.update(&[step as f32; 100], &mut sink).map_err(|_| polyak::Error::Empty)?;
+//! }
+//! assert_eq!(sink.snapshots, 10); // 5 snapshot times × 2 EMAs
+//! assert_eq!(sink.values, 1000);
+//! # Ok::<(), polyak::Error>(())
+//! ```
+
+use crate::Error;
+use crate::bank::EmaBank;
+use crate::ema::EmaShadow;
+use crate::schedule::{Schedule, sigma_rel_to_gamma};
+
+/// What describes one snapshot of one EMA.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct SnapshotMeta {
+    /// Running number of the snapshot time (0, 1, …); all members of one
+    /// time share it.
+    pub index: u32,
+    /// Which EMA of the bank.
+    pub member: u8,
+    /// The EMA step `t` the snapshot was taken at (the profile's length).
+    pub t: u64,
+    /// The EMA's exponent γ.
+    pub gamma: f32,
+    /// Number of values that follow.
+    pub len: u32,
+}
+
+/// Where snapshots go: `begin`, then `write` in chunks, then `end`.
+pub trait SnapshotSink<T> {
+    /// The sink's error.
+    type Error;
+    /// A snapshot starts.
+    ///
+    /// # Errors
+    /// The sink's own.
+    fn begin(&mut self, meta: &SnapshotMeta) -> Result<(), Self::Error>;
+    /// The next values of the snapshot.
+    ///
+    /// # Errors
+    /// The sink's own.
+    fn write(&mut self, chunk: &[T]) -> Result<(), Self::Error>;
+    /// The snapshot is complete.
+    ///
+    /// # Errors
+    /// The sink's own.
+    fn end(&mut self) -> Result<(), Self::Error>;
+}
+
+/// A post-hoc recording step failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotError<E> {
+    /// The averager refused (bad input); nothing changed.
+    Average(Error),
+    /// The sink failed; the EMAs were updated, the snapshot is incomplete.
+    Sink(E),
+}
+
+/// `K` power-function EMAs that snapshot themselves periodically.
+#[derive(Debug, Clone)]
+pub struct PostHoc<A: EmaShadow, S, const K: usize> {
+    bank: EmaBank<A, S, K>,
+    gammas: [f32; K],
+    every: u32,
+    index: u32,
+}
+
+impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize> PostHoc<A, S, K> {
+    /// Power-function EMAs with relative widths `sigma_rels`, snapshotted
+    /// every `snapshot_every` updates.
+    ///
+    /// # Errors
+    /// [`Error::InvalidDecay`] for a σ_rel outside `(0, 0.2887)` or
+    /// `snapshot_every = 0`.
+    pub fn new(storage: S, sigma_rels: [f32; K], snapshot_every: u32) -> Result<Self, Error> {
+        if snapshot_every == 0 {
+            return Err(Error::InvalidDecay);
+        }
+        let mut gammas = [0.0f32; K];
+        for (g, &s) in gammas.iter_mut().zip(&sigma_rels) {
+            *g = sigma_rel_to_gamma(f64::from(s))? as f32;
+        }
+        let bank = EmaBank::with_schedules(storage, gammas.map(Schedule::power))?;
+        Ok(Self {
+            bank,
+            gammas,
+            every: snapshot_every,
+            index: 0,
+        })
+    }
+
+    /// The exponents γ of the members.
+    pub fn gammas(&self) -> [f32; K] {
+        self.gammas
+    }
+
+    /// The bank of EMAs.
+    pub fn bank(&self) -> &EmaBank<A, S, K> {
+        &self.bank
+    }
+
+    /// Snapshots written so far (snapshot times, not member snapshots).
+    pub fn snapshots(&self) -> u32 {
+        self.index
+    }
+
+    /// Updates every EMA and, when due, writes a snapshot of each; returns
+    /// whether it did.
+    ///
+    /// # Errors
+    /// [`SnapshotError::Average`] for bad input (state unchanged);
+    /// [`SnapshotError::Sink`] if the sink fails.
+    pub fn update<W>(
+        &mut self,
+        params: &[A::Param],
+        sink: &mut W,
+    ) -> Result<bool, SnapshotError<W::Error>>
+    where
+        W: SnapshotSink<A::Param>,
+    {
+        self.bank.update(params).map_err(SnapshotError::Average)?;
+        if self.bank.steps().is_multiple_of(u64::from(self.every)) {
+            self.snapshot(sink)?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Writes a snapshot of every EMA now.
+    ///
+    /// # Errors
+    /// [`SnapshotError::Average`] before the first update;
+    /// [`SnapshotError::Sink`] if the sink fails.
+    pub fn snapshot<W>(&mut self, sink: &mut W) -> Result<(), SnapshotError<W::Error>>
+    where
+        W: SnapshotSink<A::Param>,
+    {
+        let n = self.bank.len();
+        let ts = self.bank.ema_steps();
+        for (k, (&gamma, &t)) in self.gammas.iter().zip(&ts).enumerate() {
+            let meta = SnapshotMeta {
+                index: self.index,
+                member: k as u8,
+                t,
+                gamma,
+                len: n as u32,
+            };
+            sink.begin(&meta).map_err(SnapshotError::Sink)?;
+            let mut result = Ok(());
+            self.bank
+                .read_chunks(k, |chunk| {
+                    if result.is_ok() {
+                        result = sink.write(chunk);
+                    }
+                })
+                .map_err(SnapshotError::Average)?;
+            result.map_err(SnapshotError::Sink)?;
+            sink.end().map_err(SnapshotError::Sink)?;
+        }
+        self.index += 1;
+        Ok(())
+    }
+}

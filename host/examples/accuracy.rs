@@ -7,7 +7,9 @@
 //! ```
 
 use demo::rng::Rng;
-use polyak::{CompF32, Ema, I1F31, I2F62, I33F31, I49F15, Q15, Q31, Swa, merge};
+use polyak::ema::Rounding;
+use polyak::schedule::Schedule;
+use polyak::{CompF32, Ema, I1F15, I1F31, I2F62, I33F31, I49F15, Q15, Q15Ef, Q31, Swa, merge};
 use polyak_host::bounds;
 use polyak_host::metrics::{EPS, LSB15, LSB31};
 use polyak_host::reference;
@@ -237,4 +239,142 @@ fn main() {
     println!(
         "| weighted average f32, K = 2..16 | - | 3000 merges | {bound:.3} ε·M | {err:.3} ε·M |"
     );
+    schedules();
+    rounding_modes();
+}
+
+/// Worst relative error of α_t against the f64 formula over a sweep of
+/// each schedule's parameters.
+fn schedules() {
+    use polyak_host::reference::schedule as refs;
+    println!();
+    println!("| schedule | documented α_t bound | measured worst |");
+    println!("|---|---|---|");
+    let ts: Vec<u64> = (1..2000).chain((1..40).map(|k| 1u64 << k)).collect();
+    let worst = |s: Schedule, f: &dyn Fn(u64) -> f64| {
+        ts.iter()
+            .map(|&t| ((f64::from(s.alpha(t)) - f(t)) / f(t)).abs() / EPS)
+            .fold(0.0, f64::max)
+    };
+    let mut w = 0.0f64;
+    for k in 0..1000 {
+        let beta = k as f32 / 1000.0;
+        w = w.max(worst(Schedule::constant(beta), &|_| {
+            refs::constant(f64::from(beta))
+        }));
+    }
+    println!("| constant β ∈ [0, 1) | 0.5 ε | {w:.2} ε |");
+    let mut w = 0.0f64;
+    for g in [0.1f32, 0.5, 1.0, 3.0, 10.0, 100.0] {
+        for p in [0.25f32, 2.0 / 3.0, 0.75, 1.0, 2.0] {
+            let s = Schedule::warmup(g, p, 0.0, 0.99999);
+            let b = f64::from(s.decay.alpha_rel_error());
+            let e = worst(s, &|t| {
+                refs::warmup(t, f64::from(g), f64::from(p), 0.0, f64::from(0.99999f32))
+            });
+            w = w.max(e / b);
+        }
+    }
+    println!("| warmup, γ ∈ [0.1, 100], p ∈ [0.25, 2] | (1 + 1.5·p) ε | {w:.2} of the bound |");
+    let mut w = 0.0f64;
+    for h in [1.0f32, 7.0, 100.0, 1e4, 1e6, 1e9] {
+        w = w.max(worst(Schedule::half_life_steps(h), &|_| {
+            refs::half_life(f64::from(h), 1.0)
+        }));
+    }
+    println!("| half-life h ∈ [1, 10⁹] steps | 3 ε | {w:.2} ε |");
+    let mut w = 0.0f64;
+    for g in [0.0f32, 1.0, 6.94, 16.97, 50.0, 100.0] {
+        w = w.max(worst(Schedule::power(g), &|t| refs::power(t, f64::from(g))));
+    }
+    println!("| power function, γ ∈ [0, 100], t ≤ 2⁴⁰ | 4 ε | {w:.2} ε |");
+    println!("| shift 2⁻ᵏ | exact | exact |");
+}
+
+/// The Q15 EMA's rounding modes on a slow drift (1 LSB per 40 steps).
+fn rounding_modes() {
+    println!();
+    println!("| Q15 EMA form | β | documented bound | measured worst |");
+    println!("|---|---|---|---|");
+    let drift = |t: usize| {
+        Q15::from_bits((-8000 + (t / 40) as i32 + [0, 3, -2, 5, -4, 1, -1, 2][t % 8]) as i16)
+    };
+    for beta in [0.999f32, 0.9999] {
+        let steps = 2_000_000;
+        let alpha = Ema::new([I1F31::ZERO; 1], beta)
+            .unwrap()
+            .alpha()
+            .to_num::<f64>();
+        let mut naive = polyak_host::naive::Q15Ema::new(1, f64::from(beta));
+        let sr = Rounding::Stochastic { seed: 0x5eed };
+        let mut wide = Ema::new([I1F31::ZERO; 1], beta).unwrap();
+        let mut wide_sr = Ema::new([I1F31::ZERO; 1], beta)
+            .unwrap()
+            .with_rounding(sr)
+            .unwrap();
+        let mut ef = Ema::new([Q15Ef::ZERO; 1], beta).unwrap();
+        let mut narrow = Ema::new([I1F15::ZERO; 1], beta).unwrap();
+        let mut narrow_sr = Ema::new([I1F15::ZERO; 1], beta)
+            .unwrap()
+            .with_rounding(sr)
+            .unwrap();
+        let mut r = reference::Ema::new(1, alpha);
+        let mut worst = [0.0f64; 6];
+        let mut o = [Q15::ZERO];
+        for t in 0..steps {
+            let x = drift(t);
+            naive.update(&[x]);
+            r.update(&[x.to_num::<f64>()]);
+            let want = r.value()[0];
+            worst[0] = worst[0].max((naive.value()[0].to_num::<f64>() - want).abs() / LSB15);
+            for (k, e) in [&mut wide, &mut wide_sr].into_iter().enumerate() {
+                e.update(&[x]).unwrap();
+                e.read_into(&mut o).unwrap();
+                worst[1 + k] = worst[1 + k].max((o[0].to_num::<f64>() - want).abs() / LSB15);
+            }
+            ef.update(&[x]).unwrap();
+            ef.read_into(&mut o).unwrap();
+            worst[3] = worst[3].max((o[0].to_num::<f64>() - want).abs() / LSB15);
+            for (k, e) in [&mut narrow, &mut narrow_sr].into_iter().enumerate() {
+                e.update(&[x]).unwrap();
+                e.read_into(&mut o).unwrap();
+                worst[4 + k] = worst[4 + k].max((o[0].to_num::<f64>() - want).abs() / LSB15);
+            }
+        }
+        let rows = [
+            (
+                "naive Q15 shadow, truncating",
+                "none (stalls)".to_string(),
+                worst[0],
+            ),
+            (
+                "Q31 shadow, nearest-even",
+                format!("{:.3} LSB", bounds::ema_q15(alpha)),
+                worst[1],
+            ),
+            (
+                "Q31 shadow, stochastic",
+                format!("{:.3} LSB", 0.5 + 2f64.powi(-16) / alpha),
+                worst[2],
+            ),
+            (
+                "Q15 + error feedback",
+                format!("{:.3} LSB", bounds::ema_q15(alpha)),
+                worst[3],
+            ),
+            (
+                "Q15 shadow, nearest-even",
+                format!("{:.0} LSB", 0.5 / alpha),
+                worst[4],
+            ),
+            (
+                "Q15 shadow, stochastic",
+                format!("{:.0} LSB (unbiased)", 1.0 / alpha),
+                worst[5],
+            ),
+        ];
+        for (name, bound, w) in rows {
+            println!("| {name} | {beta} | {bound} | {w:.3} LSB |");
+        }
+    }
 }

@@ -308,3 +308,53 @@ fn shift_decay_is_a_shift_with_the_documented_half_life() {
         assert_eq!(m.shadow(), s.shadow());
     }
 }
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    /// The error-feedback and narrow Q15 shadows on arbitrary input, every
+    /// mode: each within its documented bound after every step.
+    #[test]
+    fn q15_forms_within_bounds(
+        b in beta(),
+        seed in any::<u32>(),
+        xs in prop::collection::vec(prop::collection::vec(polyak_host::strategies::q15_value(), 4), 1..200),
+    ) {
+        let sr = Rounding::Stochastic { seed };
+        let mut ef = Ema::new(vec![Q15Ef::ZERO; 4], b).unwrap();
+        let mut ef_sr = Ema::new(vec![Q15Ef::ZERO; 4], b).unwrap().with_rounding(sr).unwrap();
+        let mut ef_deb = Ema::new_debiased(vec![Q15Ef::ZERO; 4], b).unwrap();
+        let mut nar = Ema::new(vec![I1F15::ZERO; 4], b).unwrap();
+        let mut nar_sr = Ema::new(vec![I1F15::ZERO; 4], b).unwrap().with_rounding(sr).unwrap();
+        let alpha = ef.alpha().to_num::<f64>();
+        let mut r = reference::Ema::new(4, alpha);
+        let mut rd = reference::Ema::new_debiased(4, alpha);
+        let mut o = [Q15::ZERO; 4];
+        for x in &xs {
+            let xd: Vec<f64> = x.iter().map(|v| v.to_num::<f64>()).collect();
+            r.update(&xd);
+            rd.update(&xd);
+            let checks: [(&mut Ema<_, _>, f64, &reference::Ema); 3] = [
+                (&mut ef, bounds::ema_q15(alpha), &r),
+                (&mut ef_sr, 0.5 + 2f64.powi(-16) / alpha, &r),
+                (&mut ef_deb, bounds::ema_q15_debiased(alpha), &rd),
+            ];
+            for (e, bound, rr) in checks {
+                e.update(x).unwrap();
+                e.read_into(&mut o).unwrap();
+                for (i, (v, w)) in o.iter().zip(rr.value()).enumerate() {
+                    let err = (v.to_num::<f64>() - w).abs() / LSB15;
+                    prop_assert!(err <= bound + rr.own_error(i) / LSB15, "{err} > {bound}");
+                }
+            }
+            for (e, bound) in [(&mut nar, 0.5 / alpha), (&mut nar_sr, 1.0 / alpha)] {
+                e.update(x).unwrap();
+                e.read_into(&mut o).unwrap();
+                for (i, (v, w)) in o.iter().zip(r.value()).enumerate() {
+                    let err = (v.to_num::<f64>() - w).abs() / LSB15;
+                    prop_assert!(err <= bound + r.own_error(i) / LSB15, "{err} > {bound}");
+                }
+            }
+        }
+    }
+}

@@ -94,7 +94,9 @@ fn mix_fixed(values: impl Iterator<Item = i64>, coeffs: &[f32], lo: i64, hi: i64
         .zip(coeffs)
         .map(|(v, &c)| i128::from(v) * i128::from(q16(c)))
         .sum();
-    let r = round_shift_var_i128(sum, 16).clamp(i128::from(lo), i128::from(hi)) as i64;
+    let r = round_shift_var_i128(sum, 16)
+        .max(i128::from(lo))
+        .min(i128::from(hi)) as i64;
     let exact = round_shift_var_i128(sum, 16);
     (r, exact != i128::from(r))
 }

@@ -68,7 +68,6 @@ use crate::format::{CompF32, I1F15, I1F31, I2F62, Q15Ef, U1F31, check_f32};
 use crate::kernel::ema as k;
 use crate::num::{
     Nearest, Stochastic, div_round_i64, div_round_i128, round_shift_i64, round_shift_i128,
-    round_shift_var_i128,
 };
 use crate::schedule::{Action, Schedule};
 use crate::{Error, Q15, Q31};
@@ -183,21 +182,23 @@ fn q31_coef(alpha: f32) -> U1F31 {
         1u32 << 31
     } else {
         let bits = alpha.to_bits();
-        let exp = ((bits >> 23) & 0xff) as i32;
-        // subnormal α is below 2^-126, far below one Q31 LSB
-        if exp == 0 {
-            1
+        let exp = (bits >> 23) & 0xff;
+        // α = m·2^(exp − 150), so α·2^31 = m·2^(exp − 119); α < 1 means
+        // exp ≤ 126, a left shift of at most 7. Subnormal α (exp = 0) and
+        // anything below 2^-32 rounds to 0 and is raised to 1.
+        let m = u64::from((bits & 0x7f_ffff) | 0x80_0000);
+        let v = if exp >= 119 {
+            m << (exp - 119)
+        } else if exp >= 119 - 40 {
+            let sh = 119 - exp;
+            let q = m >> sh;
+            let r = m & ((1 << sh) - 1);
+            let half = 1 << (sh - 1);
+            q + u64::from((r > half) | ((r == half) & (q & 1 != 0)))
         } else {
-            let m = i128::from((bits & 0x7f_ffff) | 0x80_0000);
-            // α = m·2^(exp − 150); α·2^31 = m·2^(exp − 119)
-            let sh = exp - 119;
-            let v = if sh >= 0 {
-                m << sh
-            } else {
-                round_shift_var_i128(m, (-sh) as u32)
-            };
-            v.clamp(1, 1 << 31) as u32
-        }
+            0
+        };
+        v.max(1).min(1 << 31) as u32
     };
     U1F31::from_bits(raw)
 }
@@ -234,7 +235,7 @@ fn q31_weight_step(p: i64, alpha: U1F31) -> i64 {
 }
 
 fn count_clamp(v: i64, lo: i64, hi: i64, saturated: &mut u32) -> i64 {
-    let c = v.clamp(lo, hi);
+    let c = v.max(lo).min(hi);
     *saturated += u32::from(c != v);
     c
 }
@@ -650,7 +651,7 @@ impl EmaShadow for I2F62 {
         let mut saturated = 0;
         k::store(shadow, out, |s: I2F62| {
             let q = div_round_i128(i128::from(s.to_bits()) << 31, w);
-            let q = q.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+            let q = q.max(i128::from(i64::MIN)).min(i128::from(i64::MAX)) as i64;
             let q = count_clamp(q, i32::MIN.into(), i32::MAX.into(), &mut saturated);
             I1F31::from_bits(q as i32)
         });

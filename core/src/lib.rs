@@ -58,7 +58,14 @@
 //! # Features
 //!
 //! - `defmt`: `defmt::Format` for [`Error`] and the configuration types.
+//! - `libm` (default): the warmup, half-life and power-function
+//!   [`schedule`]s and `posthoc` recording, with α_t from libm's f32
+//!   functions. About 2.3 KiB of flash on a Cortex-M4F; firmware that
+//!   averages with a constant β can turn it off.
 #![no_std]
+// `clamp` asserts `min <= max`, a panic path the release firmware's link
+// check would refuse; the core writes `max(lo).min(hi)` instead.
+#![allow(clippy::manual_clamp)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod bank;

@@ -69,7 +69,7 @@ pub(crate) fn div_round_i128(n: i128, d: core::num::NonZeroU128) -> i128 {
 /// `1..=126`.
 #[inline]
 pub(crate) fn round_shift_var_i128(v: i128, shift: u32) -> i128 {
-    let shift = shift.clamp(1, 126);
+    let shift = shift.max(1).min(126);
     let q = v >> shift;
     let r = v & ((1i128 << shift) - 1);
     let half = 1i128 << (shift - 1);

@@ -276,7 +276,8 @@ impl Schedule {
             } => {
                 let e = t.saturating_sub(1) as f32;
                 let a = libm::powf(1.0 + e / inv_gamma, -power);
-                a.clamp(1.0 - max_beta, 1.0 - min_beta)
+                // max/min rather than clamp: clamp has a panic path
+                a.max(1.0 - max_beta).min(1.0 - min_beta)
             }
             #[cfg(feature = "libm")]
             Decay::HalfLife {

@@ -161,6 +161,18 @@ pub struct Solution {
 ///
 /// # Errors
 /// [`PostHocError`] as described in the module docs.
+///
+/// ```
+/// use polyak_host::posthoc::{solve, SolveOptions};
+/// use polyak::schedule::sigma_rel_to_gamma;
+/// let (g5, g10) = (sigma_rel_to_gamma(0.05).unwrap(), sigma_rel_to_gamma(0.10).unwrap());
+/// // snapshots of both widths every 100 steps up to step 1000
+/// let profiles: Vec<(u64, f64)> =
+///     (1..=10).flat_map(|i| [(100 * i, g5), (100 * i, g10)]).collect();
+/// let sol = solve(&profiles, 1000, 0.07, SolveOptions::default()).unwrap();
+/// assert!((sol.weights.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+/// assert!(sol.residual < 0.05);
+/// ```
 pub fn solve(
     profiles: &[(u64, f64)],
     t: u64,

@@ -55,7 +55,7 @@ pub(crate) fn q15_wide(s: &mut [I1F31], x: &[I1F15], alpha: i64, r: &mut impl Ro
 /// Q15 input, Q31 shadow, α = 2⁻ᵏ: the increment is `(x·2¹⁶ − s) >> k`,
 /// rounded to nearest-even — no multiply.
 pub(crate) fn q15_wide_shift(s: &mut [I1F31], x: &[I1F15], k: u32) {
-    let k = k.clamp(1, 31);
+    let k = k.max(1).min(31);
     let mask = (1i64 << k) - 1;
     let half = 1i64 << (k - 1);
     for (s, x) in s.iter_mut().zip(x) {
@@ -102,7 +102,7 @@ pub(crate) fn q31_wide(s: &mut [I2F62], x: &[I1F31], alpha: i64, r: &mut impl Ro
 
 /// Q31 input, Q62 shadow, α = 2⁻ᵏ: a shift, rounded to nearest-even.
 pub(crate) fn q31_wide_shift(s: &mut [I2F62], x: &[I1F31], k: u32) {
-    let k = k.clamp(1, 31);
+    let k = k.max(1).min(31);
     let mask = (1i64 << k) - 1;
     let half = 1i64 << (k - 1);
     for (s, x) in s.iter_mut().zip(x) {

@@ -8,9 +8,9 @@
 //! | decay | β_t | α_t as computed |
 //! |---|---|---|
 //! | [`Decay::Constant`] | β | `1 − β` (exact for β ≥ ½) |
-//! | [`Decay::Warmup`] | `clamp(1 − (1 + e/γ)^(−p), β_min, β_max)`, `e = t − 1` | `clamp((1 + e/γ)^(−p), 1 − β_max, 1 − β_min)` |
-//! | [`Decay::HalfLife`] | `0.5^(Δ/h)` | `−expm1(−ln 2·Δ/h)` |
-//! | [`Decay::Power`] | `(1 − 1/t)^(γ+1)` | `−expm1((γ + 1)·log1p(−1/t))`, 1 at t = 1 |
+//! | `Decay::Warmup` | `clamp(1 − (1 + e/γ)^(−p), β_min, β_max)`, `e = t − 1` | `clamp((1 + e/γ)^(−p), 1 − β_max, 1 − β_min)` |
+//! | `Decay::HalfLife` | `0.5^(Δ/h)` | `−expm1(−ln 2·Δ/h)` |
+//! | `Decay::Power` | `(1 − 1/t)^(γ+1)` | `−expm1((γ + 1)·log1p(−1/t))`, 1 at t = 1 |
 //! | [`Decay::Shift`] | `1 − 2^−k` | `2^−k` (exact; a shift in fixed point) |
 //!
 //! `t ≥ 1` numbers the EMA steps since averaging started (copies and

@@ -143,6 +143,10 @@ fn test() -> Result {
     c.args(["doc", "--workspace", "--no-deps"])
         .env("RUSTDOCFLAGS", "-D warnings");
     run("cargo doc -D warnings", c)?;
+    let mut c = cargo();
+    c.args(["doc", "-p", "polyak", "--no-deps", "--no-default-features"])
+        .env("RUSTDOCFLAGS", "-D warnings");
+    run("cargo doc -D warnings (polyak without default features)", c)?;
 
     for target in THUMB_TARGETS {
         for features in [&["--no-default-features"][..], &["--features", "defmt"][..]] {

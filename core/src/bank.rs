@@ -33,7 +33,8 @@
 use core::cell::Cell;
 use core::slice;
 
-use crate::ema::{Coefs, EmaShadow, Init, Rounding, check_len};
+use crate::codec::{ByteSink, ByteSource, Decoder, Element, Encoder, Header, Kind, Persist};
+use crate::ema::{Coefs, EmaShadow, Init, Rounding, check_len, len_u32, mode_bytes};
 use crate::kernel::swa::comp_add;
 use crate::num::round_shift_var_i128;
 use crate::schedule::{Action, Schedule};
@@ -500,6 +501,112 @@ where
             }
         }
         self.count(saturated);
+        Ok(())
+    }
+}
+
+/// The bank's state: per member its schedule and coefficients (checked on
+/// decode), α, step count, fill flag and weight; the shared call count,
+/// rounding generator and saturation count; the shadows.
+impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize> Persist
+    for EmaBank<A, S, K>
+{
+    fn header(&self) -> Header {
+        let config = 30 * K + 6;
+        let state = K * (4 + 8 + 1 + A::Weight::SIZE) + 4 + 8 + 4;
+        Header {
+            kind: Kind::Bank as u8,
+            format: A::FORMAT,
+            len: len_u32(self.len()),
+            layout: 0,
+            fields: (config + state) as u32,
+            members: K as u32,
+        }
+    }
+
+    fn encode_body<W: ByteSink>(&self, enc: &mut Encoder<'_, W>) -> Result<(), Error> {
+        for (s, c) in self.schedules.iter().zip(&self.coefs) {
+            enc.bytes(&s.to_bytes())?;
+            enc.bytes(&c.to_bytes(A::coef_bits))?;
+        }
+        enc.bytes(&mode_bytes(self.init, self.rounding))?;
+        for k in 0..K {
+            enc.u32(self.alphas.get(k).map_or(0, |&a| A::coef_bits(a)))?;
+            enc.u64(self.t.get(k).copied().unwrap_or(0))?;
+            enc.u8(u8::from(self.filled.get(k).copied().unwrap_or(false)))?;
+            enc.elem(&self.weights.get(k).copied().unwrap_or(A::weight_zero()))?;
+        }
+        enc.u32(self.rng)?;
+        enc.u64(self.calls)?;
+        enc.u32(self.saturated.get())?;
+        for row in self.shadow.as_ref() {
+            for e in row {
+                enc.elem(e)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn decode_body<R: ByteSource>(
+        &mut self,
+        dec: &mut Decoder<'_, R>,
+        apply: bool,
+    ) -> Result<(), Error> {
+        for (s, c) in self.schedules.iter().zip(&self.coefs) {
+            if dec.array::<25>()? != s.to_bytes() || dec.array::<5>()? != c.to_bytes(A::coef_bits) {
+                return Err(Error::ConfigMismatch);
+            }
+        }
+        if dec.array::<6>()? != mode_bytes(self.init, self.rounding) {
+            return Err(Error::ConfigMismatch);
+        }
+        let mut alphas = self.alphas;
+        let mut t = [0u64; K];
+        let mut filled = [false; K];
+        let mut weights = self.weights;
+        for k in 0..K {
+            let a = A::coef_from_bits(dec.u32()?);
+            let tk = dec.u64()?;
+            let f = dec.u8()?;
+            let w = dec.elem::<A::Weight>()?;
+            if A::check_coef(a).is_err() || f > 1 || (f == 0 && tk > 0) {
+                return Err(Error::InvalidState);
+            }
+            if let (Some(ak), Some(tt), Some(ff), Some(ww)) = (
+                alphas.get_mut(k),
+                t.get_mut(k),
+                filled.get_mut(k),
+                weights.get_mut(k),
+            ) {
+                *ak = a;
+                *tt = tk;
+                *ff = f == 1;
+                *ww = w;
+            }
+        }
+        let rng = dec.u32()?;
+        let calls = dec.u64()?;
+        let saturated = dec.u32()?;
+        if t.iter().any(|&tk| tk > calls) {
+            return Err(Error::InvalidState);
+        }
+        if apply {
+            self.alphas = alphas;
+            self.t = t;
+            self.filled = filled;
+            self.weights = weights;
+            self.rng = rng;
+            self.calls = calls;
+            self.saturated.set(saturated);
+        }
+        for row in self.shadow.as_mut() {
+            for slot in row.iter_mut() {
+                let v = dec.elem::<A>()?;
+                if apply {
+                    *slot = v;
+                }
+            }
+        }
         Ok(())
     }
 }

@@ -64,6 +64,7 @@ use core::cell::Cell;
 use core::marker::PhantomData;
 use core::num::{NonZeroU64, NonZeroU128};
 
+use crate::codec::{ByteSink, ByteSource, Decoder, Element, Encoder, Header, Kind, Persist};
 use crate::format::{CompF32, I1F15, I1F31, I2F62, Q15Ef, U1F31, check_f32};
 use crate::kernel::ema as k;
 use crate::num::{
@@ -116,7 +117,7 @@ mod sealed {
 /// A shadow element type: it fixes the parameter format and the arithmetic
 /// of an [`Ema`]. Implemented for `f32`, [`CompF32`], [`I1F31`], [`Q15Ef`],
 /// [`I1F15`] and [`I2F62`]; sealed.
-pub trait EmaShadow: Copy + sealed::Sealed {
+pub trait EmaShadow: Copy + core::fmt::Debug + sealed::Sealed + Element {
     /// The parameter element type the shadow averages.
     type Param: Copy;
     /// The stored coefficient α = 1 − β: `f32`, or a [`U1F31`] fraction for
@@ -124,7 +125,7 @@ pub trait EmaShadow: Copy + sealed::Sealed {
     type Coef: Copy + PartialEq + core::fmt::Debug;
     /// The scalar that tracks the debiasing weight.
     #[doc(hidden)]
-    type Weight: Copy + core::fmt::Debug;
+    type Weight: Copy + core::fmt::Debug + Element;
     /// The zero shadow value.
     const ZERO: Self;
     /// A zero parameter value.
@@ -140,6 +141,12 @@ pub trait EmaShadow: Copy + sealed::Sealed {
     fn coef_to_f64(coef: Self::Coef) -> f64;
     /// Checks a coefficient: α in `(0, 1]`.
     fn check_coef(coef: Self::Coef) -> Result<(), Error>;
+    /// The coefficient's bits (f32 bits, or the raw Q31 value).
+    #[doc(hidden)]
+    fn coef_bits(coef: Self::Coef) -> u32;
+    /// A coefficient from its bits.
+    #[doc(hidden)]
+    fn coef_from_bits(bits: u32) -> Self::Coef;
     /// Checks the parameter values (f32: finite and within [`crate::F32_LIMIT`]).
     fn check(params: &[Self::Param]) -> Result<(), Error>;
     #[doc(hidden)]
@@ -286,6 +293,12 @@ impl EmaShadow for f32 {
     fn check_coef(alpha: f32) -> Result<(), Error> {
         check_f32_alpha(alpha)
     }
+    fn coef_bits(coef: f32) -> u32 {
+        coef.to_bits()
+    }
+    fn coef_from_bits(bits: u32) -> f32 {
+        f32::from_bits(bits)
+    }
     fn check(params: &[f32]) -> Result<(), Error> {
         check_f32(params)
     }
@@ -346,6 +359,12 @@ impl EmaShadow for CompF32 {
     }
     fn check_coef(alpha: f32) -> Result<(), Error> {
         check_f32_alpha(alpha)
+    }
+    fn coef_bits(coef: f32) -> u32 {
+        coef.to_bits()
+    }
+    fn coef_from_bits(bits: u32) -> f32 {
+        f32::from_bits(bits)
     }
     fn check(params: &[f32]) -> Result<(), Error> {
         check_f32(params)
@@ -410,6 +429,12 @@ impl EmaShadow for I1F31 {
     }
     fn check_coef(alpha: U1F31) -> Result<(), Error> {
         check_q31_coef(alpha)
+    }
+    fn coef_bits(coef: U1F31) -> u32 {
+        coef.to_bits()
+    }
+    fn coef_from_bits(bits: u32) -> U1F31 {
+        U1F31::from_bits(bits)
     }
     fn check(_: &[Q15]) -> Result<(), Error> {
         Ok(())
@@ -479,6 +504,12 @@ impl EmaShadow for Q15Ef {
     fn check_coef(alpha: U1F31) -> Result<(), Error> {
         check_q31_coef(alpha)
     }
+    fn coef_bits(coef: U1F31) -> u32 {
+        coef.to_bits()
+    }
+    fn coef_from_bits(bits: u32) -> U1F31 {
+        U1F31::from_bits(bits)
+    }
     fn check(_: &[Q15]) -> Result<(), Error> {
         Ok(())
     }
@@ -543,6 +574,12 @@ impl EmaShadow for I1F15 {
     fn check_coef(alpha: U1F31) -> Result<(), Error> {
         check_q31_coef(alpha)
     }
+    fn coef_bits(coef: U1F31) -> u32 {
+        coef.to_bits()
+    }
+    fn coef_from_bits(bits: u32) -> U1F31 {
+        U1F31::from_bits(bits)
+    }
     fn check(_: &[Q15]) -> Result<(), Error> {
         Ok(())
     }
@@ -605,6 +642,12 @@ impl EmaShadow for I2F62 {
     }
     fn check_coef(alpha: U1F31) -> Result<(), Error> {
         check_q31_coef(alpha)
+    }
+    fn coef_bits(coef: U1F31) -> u32 {
+        coef.to_bits()
+    }
+    fn coef_from_bits(bits: u32) -> U1F31 {
+        U1F31::from_bits(bits)
     }
     fn check(_: &[Q31]) -> Result<(), Error> {
         Ok(())
@@ -1059,6 +1102,16 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
 }
 
 impl<C: Copy> Coefs<C> {
+    /// Five bytes for the codec: tag (0 constant, 1 scheduled) and bits.
+    pub(crate) fn to_bytes(self, bits: impl Fn(C) -> u32) -> [u8; 5] {
+        let (tag, b) = match self {
+            Coefs::Constant(c) => (0u8, bits(c)),
+            Coefs::Scheduled => (1, 0),
+        };
+        let b = b.to_le_bytes();
+        [tag, b[0], b[1], b[2], b[3]]
+    }
+
     /// The coefficients of a validated schedule: constant when α never
     /// changes; and α of the first step.
     pub(crate) fn of<A: EmaShadow<Coef = C>>(schedule: &Schedule) -> (Self, C) {
@@ -1076,6 +1129,102 @@ impl<C: Copy> Coefs<C> {
             Coefs::Constant(a) => a,
             Coefs::Scheduled => A::coef_from_alpha(alpha),
         }
+    }
+}
+
+/// Six bytes for the codec: start, rounding mode and seed.
+pub(crate) fn mode_bytes(init: Init, rounding: Rounding) -> [u8; 6] {
+    let (tag, seed) = match rounding {
+        Rounding::NearestEven => (0u8, 0u32),
+        Rounding::Stochastic { seed } => (1, seed),
+    };
+    let s = seed.to_le_bytes();
+    [init as u8, tag, s[0], s[1], s[2], s[3]]
+}
+
+/// The header field for a parameter count (saturating: a count beyond
+/// u32 cannot match any record).
+pub(crate) fn len_u32(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX)
+}
+
+/// Configuration bytes of an Ema: schedule, coefficients, start, rounding.
+const EMA_CONFIG: usize = 25 + 5 + 6;
+
+impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
+    fn config_bytes(&self) -> [u8; EMA_CONFIG] {
+        let mut b = [0u8; EMA_CONFIG];
+        b[..25].copy_from_slice(&self.schedule.to_bytes());
+        b[25..30].copy_from_slice(&self.coefs.to_bytes(A::coef_bits));
+        b[30..].copy_from_slice(&mode_bytes(self.init, self.rounding));
+        b
+    }
+}
+
+/// The EMA's state: its configuration (checked on decode), α of the last
+/// step, the rounding generator, the counters, the debiasing weight, the
+/// saturation count and the shadow.
+impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Persist for Ema<A, S> {
+    fn header(&self) -> Header {
+        Header {
+            kind: Kind::Ema as u8,
+            format: A::FORMAT,
+            len: len_u32(self.len()),
+            layout: 0,
+            fields: (EMA_CONFIG + 4 + 4 + 8 + 8 + 1 + A::Weight::SIZE + 4) as u32,
+            members: 1,
+        }
+    }
+
+    fn encode_body<W: ByteSink>(&self, enc: &mut Encoder<'_, W>) -> Result<(), Error> {
+        enc.bytes(&self.config_bytes())?;
+        enc.u32(A::coef_bits(self.alpha))?;
+        enc.u32(self.rng)?;
+        enc.u64(self.calls)?;
+        enc.u64(self.t)?;
+        enc.u8(u8::from(self.filled))?;
+        enc.elem(&self.weight)?;
+        enc.u32(self.saturated.get())?;
+        for e in self.shadow.as_ref() {
+            enc.elem(e)?;
+        }
+        Ok(())
+    }
+
+    fn decode_body<R: ByteSource>(
+        &mut self,
+        dec: &mut Decoder<'_, R>,
+        apply: bool,
+    ) -> Result<(), Error> {
+        if dec.array::<EMA_CONFIG>()? != self.config_bytes() {
+            return Err(Error::ConfigMismatch);
+        }
+        let alpha = A::coef_from_bits(dec.u32()?);
+        let rng = dec.u32()?;
+        let calls = dec.u64()?;
+        let t = dec.u64()?;
+        let filled = dec.u8()?;
+        let weight = dec.elem::<A::Weight>()?;
+        let saturated = dec.u32()?;
+        if A::check_coef(alpha).is_err() || filled > 1 || t > calls || (filled == 0 && t > 0) {
+            return Err(Error::InvalidState);
+        }
+        if apply {
+            self.alpha = alpha;
+            self.rng = rng;
+            self.calls = calls;
+            self.t = t;
+            self.filled = filled == 1;
+            self.weight = weight;
+            self.saturated.set(saturated);
+        }
+        for slot in self.shadow.as_mut() {
+            let v = dec.elem::<A>()?;
+            if apply {
+                *slot = v;
+            }
+        }
+        Ok(())
     }
 }
 

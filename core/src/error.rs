@@ -60,6 +60,27 @@ pub enum Error {
         /// The index given.
         index: usize,
     },
+    /// A saved record does not start with the format's magic bytes.
+    BadMagic,
+    /// A saved record has a format version this build cannot read.
+    UnsupportedVersion {
+        /// The version found.
+        found: u16,
+    },
+    /// A saved record holds another kind of state, element format or
+    /// member count.
+    FormatMismatch,
+    /// A saved record was made for another layout of the parameters.
+    LayoutMismatch,
+    /// A saved record's checksum does not match its bytes.
+    BadChecksum,
+    /// A saved record ends early.
+    Truncated,
+    /// A saved record was made under another configuration (decay,
+    /// schedule, start, rounding).
+    ConfigMismatch,
+    /// The output buffer is too small.
+    BufferTooSmall,
     /// There is nothing to read yet (no update since construction or reset),
     /// or no model was given.
     Empty,
@@ -92,6 +113,14 @@ impl fmt::Display for Error {
             Error::InvalidState => f.write_str("state violates an invariant"),
             Error::Unsupported => f.write_str("not supported for this format"),
             Error::InvalidIndex { index } => write!(f, "index {index} out of range"),
+            Error::BadMagic => f.write_str("not a polyak state record"),
+            Error::UnsupportedVersion { found } => write!(f, "unsupported record version {found}"),
+            Error::FormatMismatch => f.write_str("record holds another kind of state"),
+            Error::LayoutMismatch => f.write_str("record was made for another layout"),
+            Error::BadChecksum => f.write_str("record checksum mismatch"),
+            Error::Truncated => f.write_str("record ends early"),
+            Error::ConfigMismatch => f.write_str("record was made under another configuration"),
+            Error::BufferTooSmall => f.write_str("buffer too small"),
             Error::Empty => f.write_str("nothing to read yet"),
         }
     }

@@ -69,6 +69,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod bank;
+pub mod codec;
 pub mod ema;
 mod error;
 mod format;

@@ -296,6 +296,37 @@ impl Schedule {
         }
     }
 
+    /// The schedule as 25 bytes (decay tag, four f32 parameters,
+    /// `update_after_step`, `update_every`), for the state codec.
+    pub fn to_bytes(&self) -> [u8; 25] {
+        let (tag, p): (u8, [f32; 4]) = match self.decay {
+            Decay::Constant { beta } => (0, [beta, 0.0, 0.0, 0.0]),
+            #[cfg(feature = "libm")]
+            Decay::Warmup {
+                inv_gamma,
+                power,
+                min_beta,
+                max_beta,
+            } => (1, [inv_gamma, power, min_beta, max_beta]),
+            #[cfg(feature = "libm")]
+            Decay::HalfLife {
+                half_life,
+                per_step,
+            } => (2, [half_life, per_step, 0.0, 0.0]),
+            #[cfg(feature = "libm")]
+            Decay::Power { gamma } => (3, [gamma, 0.0, 0.0, 0.0]),
+            Decay::Shift { k } => (4, [f32::from(k), 0.0, 0.0, 0.0]),
+        };
+        let mut b = [0u8; 25];
+        b[0] = tag;
+        for (dst, v) in b[1..17].chunks_exact_mut(4).zip(p) {
+            dst.copy_from_slice(&v.to_bits().to_le_bytes());
+        }
+        b[17..21].copy_from_slice(&self.update_after_step.to_le_bytes());
+        b[21..25].copy_from_slice(&self.update_every.to_le_bytes());
+        b
+    }
+
     /// Whether α_t is the same for every step (the averager can then
     /// compute it once).
     pub fn is_constant(&self) -> bool {

@@ -31,7 +31,8 @@
 
 use core::num::NonZeroU64;
 
-use crate::ema::check_len;
+use crate::codec::{ByteSink, ByteSource, Decoder, Element, Encoder, Header, Kind, Persist};
+use crate::ema::{check_len, len_u32};
 use crate::format::{CompF32, F32_LIMIT, I33F31, I49F15, check_f32};
 use crate::kernel::swa as k;
 use crate::{Error, Q15, Q31};
@@ -46,7 +47,7 @@ mod sealed {
 /// An accumulator element type: it fixes the snapshot format and the sum's
 /// arithmetic of a [`Swa`]. Implemented for [`CompF32`], [`I49F15`] and
 /// [`I33F31`]; sealed.
-pub trait SwaAccumulator: Copy + sealed::Sealed {
+pub trait SwaAccumulator: Copy + core::fmt::Debug + sealed::Sealed + Element {
     /// The snapshot element type.
     type Param: Copy;
     /// The zero accumulator.
@@ -56,8 +57,16 @@ pub trait SwaAccumulator: Copy + sealed::Sealed {
     const MAX_COUNT: u32;
     /// Checks snapshot values (f32: finite and within [`F32_LIMIT`]).
     fn check(params: &[Self::Param]) -> Result<(), Error>;
+    /// Whether one sum could come from `count` valid snapshots.
+    fn valid_for(&self, count: u32) -> bool;
     /// Checks that `acc` could be the sum of `count` valid snapshots.
-    fn check_state(acc: &[Self], count: u32) -> Result<(), Error>;
+    fn check_state(acc: &[Self], count: u32) -> Result<(), Error> {
+        if acc.iter().all(|a| a.valid_for(count)) {
+            Ok(())
+        } else {
+            Err(Error::InvalidState)
+        }
+    }
     #[doc(hidden)]
     fn add(acc: &mut [Self], params: &[Self::Param]);
     #[doc(hidden)]
@@ -81,13 +90,10 @@ impl SwaAccumulator for CompF32 {
     fn check(params: &[f32]) -> Result<(), Error> {
         check_f32(params)
     }
-    fn check_state(acc: &[CompF32], count: u32) -> Result<(), Error> {
+    fn valid_for(&self, count: u32) -> bool {
         // n·2^100 ≤ 2^124 is exact in f32.
         let bound = F32_LIMIT * count as f32;
-        let ok = acc
-            .iter()
-            .all(|a| a.hi().abs() <= bound && a.lo().is_finite() && a.hi() + a.lo() == a.hi());
-        if ok { Ok(()) } else { Err(Error::InvalidState) }
+        self.hi().abs() <= bound && self.lo().is_finite() && self.hi() + self.lo() == self.hi()
     }
     fn add(acc: &mut [CompF32], params: &[f32]) {
         k::add_comp(acc, params);
@@ -114,8 +120,8 @@ impl SwaAccumulator for I49F15 {
     fn check(_: &[Q15]) -> Result<(), Error> {
         Ok(())
     }
-    fn check_state(acc: &[I49F15], count: u32) -> Result<(), Error> {
-        check_fixed_state(acc.iter().map(|a| a.to_bits()), count, 15)
+    fn valid_for(&self, count: u32) -> bool {
+        fixed_sum_valid(self.to_bits(), count, 15)
     }
     fn add(acc: &mut [I49F15], params: &[Q15]) {
         k::add_q15(acc, params);
@@ -140,8 +146,8 @@ impl SwaAccumulator for I33F31 {
     fn check(_: &[Q31]) -> Result<(), Error> {
         Ok(())
     }
-    fn check_state(acc: &[I33F31], count: u32) -> Result<(), Error> {
-        check_fixed_state(acc.iter().map(|a| a.to_bits()), count, 31)
+    fn valid_for(&self, count: u32) -> bool {
+        fixed_sum_valid(self.to_bits(), count, 31)
     }
     fn add(acc: &mut [I33F31], params: &[Q31]) {
         k::add_q31(acc, params);
@@ -153,19 +159,9 @@ impl SwaAccumulator for I33F31 {
 
 /// A sum of `count` values in `[−2^frac, 2^frac − 1]` lies in
 /// `[−count·2^frac, count·(2^frac − 1)]`.
-fn check_fixed_state(
-    mut sums: impl Iterator<Item = i64>,
-    count: u32,
-    frac: u32,
-) -> Result<(), Error> {
+fn fixed_sum_valid(sum: i64, count: u32, frac: u32) -> bool {
     let n = i64::from(count);
-    let lo = -(n << frac);
-    let hi = n * ((1i64 << frac) - 1);
-    if sums.all(|s| (lo..=hi).contains(&s)) {
-        Ok(())
-    } else {
-        Err(Error::InvalidState)
-    }
+    (-(n << frac)..=n * ((1i64 << frac) - 1)).contains(&sum)
 }
 
 /// The equal-weight average of every snapshot since construction or reset,
@@ -303,5 +299,52 @@ impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>> Swa<A, S> {
     pub fn reset(&mut self) {
         self.acc.as_mut().fill(A::ZERO);
         self.count = 0;
+    }
+}
+
+/// The SWA's state: the count and the sums (each checked against the
+/// count on decode).
+impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>> Persist for Swa<A, S> {
+    fn header(&self) -> Header {
+        Header {
+            kind: Kind::Swa as u8,
+            format: A::FORMAT,
+            len: len_u32(self.len()),
+            layout: 0,
+            fields: 4,
+            members: 1,
+        }
+    }
+
+    fn encode_body<W: ByteSink>(&self, enc: &mut Encoder<'_, W>) -> Result<(), Error> {
+        enc.u32(self.count)?;
+        for a in self.acc.as_ref() {
+            enc.elem(a)?;
+        }
+        Ok(())
+    }
+
+    fn decode_body<R: ByteSource>(
+        &mut self,
+        dec: &mut Decoder<'_, R>,
+        apply: bool,
+    ) -> Result<(), Error> {
+        let count = dec.u32()?;
+        if count > A::MAX_COUNT {
+            return Err(Error::InvalidState);
+        }
+        for slot in self.acc.as_mut() {
+            let v = dec.elem::<A>()?;
+            if !v.valid_for(count) {
+                return Err(Error::InvalidState);
+            }
+            if apply {
+                *slot = v;
+            }
+        }
+        if apply {
+            self.count = count;
+        }
+        Ok(())
     }
 }

@@ -1,0 +1,345 @@
+//! The state codec: every state type round-trips bit for bit (and keeps
+//! computing the same bits afterwards), every malformed record gets its
+//! typed error with the averager unchanged, and no input panics.
+
+use polyak::codec::{Persist, crc32};
+use polyak::ema::Rounding;
+use polyak::{
+    CompF32, Ema, EmaBank, EmaShadow, Error, I1F15, I1F31, I2F62, I33F31, I49F15, Q15, Q15Ef, Q31,
+    Schedule, Swa, SwaAccumulator,
+};
+use polyak_host::strategies::{config, f32_value, q15_value, q31_value};
+use proptest::prelude::*;
+
+/// The whole state, private fields included, bit-exactly (`Debug` prints
+/// every f32 so that it round-trips).
+fn state<T: core::fmt::Debug>(x: &T) -> String {
+    format!("{x:?}")
+}
+
+/// Recomputes the trailing CRC of a record after a deliberate edit.
+fn fix_crc(rec: &mut [u8]) {
+    let n = rec.len();
+    let c = crc32(&rec[..n - 4]);
+    rec[n - 4..].copy_from_slice(&c.to_le_bytes());
+}
+
+fn encode<P: Persist>(p: &P) -> Vec<u8> {
+    let mut buf = vec![0u8; p.encoded_len()];
+    assert_eq!(p.encode(&mut buf).unwrap(), buf.len());
+    buf
+}
+
+#[test]
+fn crc32_matches_the_standard_check_value() {
+    assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    assert_eq!(crc32(b""), 0);
+}
+
+fn schedule() -> impl Strategy<Value = Schedule> {
+    prop_oneof![
+        (0.0f32..0.9999).prop_map(Schedule::constant),
+        (0.0f32..20.0).prop_map(Schedule::power),
+        (0.1f32..4.0, 0.2f32..1.0).prop_map(|(g, p)| Schedule::warmup(g, p, 0.0, 0.999)),
+        (1u8..12).prop_map(Schedule::shift),
+    ]
+    .prop_flat_map(|s| (0u32..4, 1u32..3).prop_map(move |(a, e)| s.after(a).every(e)))
+}
+
+/// Builds two EMAs with the same configuration, runs the first, saves it,
+/// restores into the second, and checks the states are identical and stay
+/// identical under further updates.
+fn round_trip<A: EmaShadow>(
+    s: Schedule,
+    debiased: bool,
+    rounding: Rounding,
+    xs: &[Vec<A::Param>],
+) -> Result<(), TestCaseError> {
+    let n = xs[0].len();
+    let make = || {
+        let e = if debiased {
+            Ema::with_schedule_debiased(vec![A::ZERO; n], s)
+        } else {
+            Ema::with_schedule(vec![A::ZERO; n], s)
+        };
+        e.unwrap().with_rounding(rounding)
+    };
+    let Ok(mut a) = make() else { return Ok(()) }; // stochastic f32: unsupported
+    let mut b = make().unwrap();
+    let half = xs.len() / 2;
+    for x in &xs[..half] {
+        a.update(x).unwrap();
+    }
+    let rec = encode(&a);
+    b.decode(&rec).unwrap();
+    prop_assert_eq!(state(&a), state(&b));
+    for x in &xs[half..] {
+        a.update(x).unwrap();
+        b.update(x).unwrap();
+    }
+    prop_assert_eq!(state(&a), state(&b));
+    Ok(())
+}
+
+fn rounding() -> impl Strategy<Value = Rounding> {
+    prop_oneof![
+        Just(Rounding::NearestEven),
+        any::<u32>().prop_map(|seed| Rounding::Stochastic { seed })
+    ]
+}
+
+fn f32_steps() -> impl Strategy<Value = Vec<Vec<f32>>> {
+    (0usize..12, 1usize..40)
+        .prop_flat_map(|(n, t)| prop::collection::vec(prop::collection::vec(f32_value(), n), t))
+}
+
+fn q15_steps() -> impl Strategy<Value = Vec<Vec<Q15>>> {
+    (0usize..12, 1usize..40)
+        .prop_flat_map(|(n, t)| prop::collection::vec(prop::collection::vec(q15_value(), n), t))
+}
+
+proptest! {
+    #![proptest_config(config(128))]
+
+    #[test]
+    fn ema_states_round_trip(s in schedule(), debiased in any::<bool>(), r in rounding(), xf in f32_steps(), xq in q15_steps()) {
+        round_trip::<f32>(s, debiased, r, &xf)?;
+        round_trip::<CompF32>(s, debiased, r, &xf)?;
+        round_trip::<I1F31>(s, debiased, r, &xq)?;
+        round_trip::<Q15Ef>(s, debiased, r, &xq)?;
+        round_trip::<I1F15>(s, debiased, r, &xq)?;
+        let x31: Vec<Vec<Q31>> = xq.iter().map(|v| v.iter().map(|q| Q31::from_bits(i32::from(q.to_bits()) << 16)).collect()).collect();
+        round_trip::<I2F62>(s, debiased, r, &x31)?;
+    }
+
+    #[test]
+    fn swa_states_round_trip(xf in f32_steps(), xq in q15_steps(), x31 in (0usize..8, 1usize..30).prop_flat_map(|(n, t)| prop::collection::vec(prop::collection::vec(q31_value(), n), t))) {
+        swa_round_trip::<CompF32>(&xf)?;
+        swa_round_trip::<I49F15>(&xq)?;
+        swa_round_trip::<I33F31>(&x31)?;
+    }
+
+    #[test]
+    fn bank_states_round_trip(s in [schedule(), schedule(), schedule()], debiased in any::<bool>(), xq in q15_steps(), xf in f32_steps()) {
+        let n = xq[0].len();
+        let make = || if debiased { EmaBank::with_schedules_debiased(vec![[I1F31::ZERO; 3]; n], s) } else { EmaBank::with_schedules(vec![[I1F31::ZERO; 3]; n], s) }.unwrap();
+        let (mut a, mut b) = (make(), make());
+        for x in &xq { a.update(x).unwrap(); }
+        b.decode(&encode(&a)).unwrap();
+        prop_assert_eq!(state(&a), state(&b));
+        let n = xf[0].len();
+        let mut a = EmaBank::with_schedules(vec![[CompF32::ZERO; 3]; n], s).unwrap();
+        let mut b = EmaBank::with_schedules(vec![[CompF32::ZERO; 3]; n], s).unwrap();
+        for x in &xf { a.update(x).unwrap(); }
+        b.decode(&encode(&a)).unwrap();
+        prop_assert_eq!(state(&a), state(&b));
+        for x in &xf { a.update(x).unwrap(); b.update(x).unwrap(); }
+        prop_assert_eq!(state(&a), state(&b));
+    }
+
+    /// Arbitrary bytes: a typed error, never a panic, never a change.
+    #[test]
+    fn arbitrary_bytes_are_refused(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
+        let mut e = Ema::new(vec![CompF32::ZERO; 4], 0.9).unwrap();
+        e.update(&[1.0, 2.0, 3.0, 4.0]).unwrap();
+        let before = state(&e);
+        prop_assert!(e.decode(&bytes).is_err());
+        prop_assert_eq!(state(&e), before);
+    }
+
+    /// Valid records with bytes changed after the header and the CRC
+    /// recomputed: the field checks catch what the checksum no longer does;
+    /// whatever is accepted is a state the averager could have reached.
+    #[test]
+    fn mutated_records_decode_or_are_refused_whole(
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+        xf in f32_steps(),
+    ) {
+        let n = xf[0].len();
+        let mut a = Ema::new(vec![CompF32::ZERO; n], 0.99).unwrap();
+        for x in &xf { a.update(x).unwrap(); }
+        let mut rec = encode(&a);
+        let body = rec.len() - 4;
+        for (i, v) in &edits {
+            let at = 24 + i.index(body - 24);
+            rec[at] = *v;
+        }
+        fix_crc(&mut rec);
+        let mut b = Ema::new(vec![CompF32::ZERO; n], 0.99).unwrap();
+        let before = state(&b);
+        match b.decode(&rec) {
+            Ok(()) => {
+                // accepted: finite, renormalised, reads back finite
+                prop_assert!(b.shadow().iter().all(|c| c.hi().is_finite() && c.lo().is_finite()));
+                let mut out = vec![0.0f32; n];
+                if b.read_into(&mut out).is_ok() {
+                    prop_assert!(out.iter().all(|v| v.is_finite()));
+                }
+            }
+            Err(_) => prop_assert_eq!(state(&b), before),
+        }
+    }
+}
+
+fn swa_round_trip<A: SwaAccumulator>(xs: &[Vec<A::Param>]) -> Result<(), TestCaseError> {
+    let n = xs[0].len();
+    let mut a = Swa::new(vec![A::ZERO; n]);
+    let mut b = Swa::new(vec![A::ZERO; n]);
+    for x in xs {
+        a.update(x).unwrap();
+    }
+    b.decode(&encode(&a)).unwrap();
+    prop_assert_eq!(state(&a), state(&b));
+    for x in xs {
+        a.update(x).unwrap();
+        b.update(x).unwrap();
+    }
+    prop_assert_eq!(state(&a), state(&b));
+    Ok(())
+}
+
+/// Checks `decode` fails with `want` and leaves the target unchanged.
+fn refused<P: Persist + core::fmt::Debug>(target: &mut P, rec: &[u8], want: Error) {
+    let before = state(target);
+    assert_eq!(target.decode(rec), Err(want));
+    assert_eq!(state(target), before, "state changed on {want:?}");
+}
+
+#[test]
+fn every_error_path_leaves_state_unchanged() {
+    let mut src = Ema::new(vec![CompF32::ZERO; 3], 0.9).unwrap();
+    src.update(&[1.0, 2.0, 3.0]).unwrap();
+    src.update(&[2.0, 2.0, 2.0]).unwrap();
+    let rec = encode(&src);
+    let mut dst = Ema::new(vec![CompF32::ZERO; 3], 0.9).unwrap();
+    dst.update(&[9.0, 9.0, 9.0]).unwrap();
+
+    // every truncation, and a trailing byte
+    for cut in 0..rec.len() {
+        refused(&mut dst, &rec[..cut], Error::Truncated);
+    }
+    let mut long = rec.clone();
+    long.push(0);
+    refused(
+        &mut dst,
+        &long,
+        Error::LengthMismatch {
+            expected: rec.len(),
+            found: rec.len() + 1,
+        },
+    );
+
+    let edit = |at: usize, v: u8, crc: bool| {
+        let mut r = rec.clone();
+        r[at] = v;
+        if crc {
+            fix_crc(&mut r);
+        }
+        r
+    };
+    refused(&mut dst, &edit(0, b'X', true), Error::BadMagic);
+    refused(
+        &mut dst,
+        &edit(4, 2, true),
+        Error::UnsupportedVersion { found: 2 },
+    );
+    refused(&mut dst, &edit(6, 2, true), Error::FormatMismatch); // kind: Swa
+    refused(&mut dst, &edit(7, 1, true), Error::FormatMismatch); // format: plain f32
+    refused(&mut dst, &edit(12, 7, true), Error::LayoutMismatch);
+    refused(
+        &mut dst,
+        &edit(30, rec[30] ^ 0x10, false),
+        Error::BadChecksum,
+    );
+    let last = rec.len() - 1;
+    refused(
+        &mut dst,
+        &edit(last, rec[last] ^ 1, false),
+        Error::BadChecksum,
+    );
+
+    // another parameter count
+    let mut other = Ema::new(vec![CompF32::ZERO; 4], 0.9).unwrap();
+    let want = Error::LengthMismatch {
+        expected: 4,
+        found: 3,
+    };
+    refused(&mut other, &rec, want);
+    // another configuration: β, start, rounding
+    refused(
+        &mut Ema::new(vec![CompF32::ZERO; 3], 0.95).unwrap(),
+        &rec,
+        Error::ConfigMismatch,
+    );
+    refused(
+        &mut Ema::new_debiased(vec![CompF32::ZERO; 3], 0.9).unwrap(),
+        &rec,
+        Error::ConfigMismatch,
+    );
+    let s = Ema::new(vec![I1F31::ZERO; 3], 0.9).unwrap();
+    let srec = encode(&s);
+    let mut sr = Ema::new(vec![I1F31::ZERO; 3], 0.9)
+        .unwrap()
+        .with_rounding(Rounding::Stochastic { seed: 1 })
+        .unwrap();
+    refused(&mut sr, &srec, Error::ConfigMismatch);
+    // another kind
+    refused(
+        &mut Swa::new(vec![CompF32::ZERO; 3]),
+        &rec,
+        Error::FormatMismatch,
+    );
+
+    // invalid values behind a valid checksum: the state fields start after
+    // the 24-byte header and the 36-byte configuration
+    let state_at = 24 + 36;
+    // t > calls (t is at +16, calls at +8)
+    let mut r = rec.clone();
+    r[state_at + 16..state_at + 24].copy_from_slice(&100u64.to_le_bytes());
+    fix_crc(&mut r);
+    refused(&mut dst, &r, Error::InvalidState);
+    // filled flag not 0/1
+    let mut r = rec.clone();
+    r[state_at + 24] = 7;
+    fix_crc(&mut r);
+    refused(&mut dst, &r, Error::InvalidState);
+    // a NaN in the shadow
+    let elems = rec.len() - 4 - 3 * 8;
+    let mut r = rec.clone();
+    r[elems..elems + 4].copy_from_slice(&f32::NAN.to_bits().to_le_bytes());
+    fix_crc(&mut r);
+    refused(&mut dst, &r, Error::InvalidState);
+    // a pair that is not renormalised (lo as large as hi)
+    let mut r = rec.clone();
+    r[elems + 4..elems + 8].copy_from_slice(&1.0f32.to_bits().to_le_bytes());
+    fix_crc(&mut r);
+    refused(&mut dst, &r, Error::InvalidState);
+
+    // an exact SWA sum larger than its count allows
+    let mut swa = Swa::new(vec![I49F15::ZERO; 2]);
+    swa.update(&[Q15::MAX, Q15::MIN]).unwrap();
+    let mut r = encode(&swa);
+    let at = r.len() - 4 - 16;
+    r[at..at + 8].copy_from_slice(&(40_000i64).to_le_bytes());
+    fix_crc(&mut r);
+    refused(
+        &mut Swa::new(vec![I49F15::ZERO; 2]),
+        &r,
+        Error::InvalidState,
+    );
+    // a count beyond the exact range
+    let mut f = Swa::new(vec![CompF32::ZERO; 1]);
+    f.update(&[1.0]).unwrap();
+    let mut r = encode(&f);
+    r[24..28].copy_from_slice(&((1u32 << 24) + 1).to_le_bytes());
+    fix_crc(&mut r);
+    refused(
+        &mut Swa::new(vec![CompF32::ZERO; 1]),
+        &r,
+        Error::InvalidState,
+    );
+
+    // encoding into a short buffer
+    let mut small = vec![0u8; rec.len() - 1];
+    assert_eq!(src.encode(&mut small), Err(Error::BufferTooSmall));
+}

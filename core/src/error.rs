@@ -81,6 +81,9 @@ pub enum Error {
     ConfigMismatch,
     /// The output buffer is too small.
     BufferTooSmall,
+    /// The storage device under a codec stream failed (the store reports
+    /// the device's own error).
+    Storage,
     /// There is nothing to read yet (no update since construction or reset),
     /// or no model was given.
     Empty,
@@ -121,6 +124,7 @@ impl fmt::Display for Error {
             Error::Truncated => f.write_str("record ends early"),
             Error::ConfigMismatch => f.write_str("record was made under another configuration"),
             Error::BufferTooSmall => f.write_str("buffer too small"),
+            Error::Storage => f.write_str("storage device failed"),
             Error::Empty => f.write_str("nothing to read yet"),
         }
     }

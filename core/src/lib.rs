@@ -79,6 +79,7 @@ mod num;
 #[cfg(feature = "libm")]
 pub mod posthoc;
 pub mod schedule;
+pub mod store;
 pub mod swa;
 
 pub use bank::EmaBank;

@@ -7,6 +7,7 @@
 //! direct sum in f64 — and never call into `polyak`.
 
 pub mod bounds;
+pub mod flash;
 pub mod metrics;
 pub mod naive;
 pub mod posthoc;

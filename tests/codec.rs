@@ -291,8 +291,8 @@ fn every_error_path_leaves_state_unchanged() {
     );
 
     // invalid values behind a valid checksum: the state fields start after
-    // the 24-byte header and the 36-byte configuration
-    let state_at = 24 + 36;
+    // the 24-byte header and the 37-byte configuration
+    let state_at = 24 + 37;
     // t > calls (t is at +16, calls at +8)
     let mut r = rec.clone();
     r[state_at + 16..state_at + 24].copy_from_slice(&100u64.to_le_bytes());
@@ -331,7 +331,7 @@ fn every_error_path_leaves_state_unchanged() {
     let mut f = Swa::new(vec![CompF32::ZERO; 1]);
     f.update(&[1.0]).unwrap();
     let mut r = encode(&f);
-    r[24..28].copy_from_slice(&((1u32 << 24) + 1).to_le_bytes());
+    r[25..29].copy_from_slice(&((1u32 << 24) + 1).to_le_bytes());
     fix_crc(&mut r);
     refused(
         &mut Swa::new(vec![CompF32::ZERO; 1]),

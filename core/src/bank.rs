@@ -34,7 +34,9 @@ use core::cell::Cell;
 use core::slice;
 
 use crate::codec::{ByteSink, ByteSource, Decoder, Element, Encoder, Header, Kind, Persist};
-use crate::ema::{Coefs, EmaShadow, Init, Rounding, check_len, len_u32, mode_bytes};
+use crate::ema::{
+    Coefs, EmaShadow, Init, NonFinite, Rounding, check_len, impute, len_u32, mode_bytes,
+};
 use crate::kernel::swa::comp_add;
 use crate::num::round_shift_var_i128;
 use crate::schedule::{Action, Schedule};
@@ -160,6 +162,8 @@ pub struct EmaBank<A: EmaShadow, S, const K: usize> {
     filled: [bool; K],
     weights: [A::Weight; K],
     saturated: Cell<u32>,
+    policy: NonFinite,
+    skipped: u64,
 }
 
 impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize> EmaBank<A, S, K> {
@@ -208,6 +212,8 @@ impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize> EmaBank
             filled: [false; K],
             weights: [A::weight_zero(); K],
             saturated: Cell::new(0),
+            policy: NonFinite::Reject,
+            skipped: 0,
         })
     }
 
@@ -296,8 +302,17 @@ impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize> EmaBank
             }
         }
         let (rounding, rng) = (self.rounding, &mut self.rng);
+        let debiased = self.init == Init::ZeroDebiased;
+        let (weights, filled) = (self.weights, self.filled);
         for (row, x) in self.shadow.as_mut().iter_mut().zip(params) {
-            for ((s, a), &c) in row.iter_mut().zip(actions).zip(&coefs) {
+            let ok = A::valid(&x);
+            for (k, ((s, a), &c)) in row.iter_mut().zip(actions).zip(&coefs).enumerate() {
+                let x = if ok {
+                    x
+                } else {
+                    let w = weights.get(k).copied().unwrap_or(A::weight_one());
+                    impute::<A>(&x, s, w, debiased, filled.get(k).copied().unwrap_or(false))
+                };
                 match a {
                     Action::Copy => A::load(slice::from_mut(s), slice::from_ref(&x)),
                     Action::Skip => {}
@@ -336,11 +351,31 @@ impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize> EmaBank
     /// error.
     pub fn update(&mut self, params: &[A::Param]) -> Result<(), Error> {
         check_len(self.len(), params.len())?;
-        A::check(params)?;
+        let bad = match self.policy {
+            NonFinite::Reject => {
+                A::check(params)?;
+                0
+            }
+            NonFinite::Skip => params.iter().filter(|x| !A::valid(x)).count() as u64,
+        };
         let (calls, actions) = self.plan()?;
         self.pass(params.iter().copied(), &actions);
         self.calls = calls;
+        self.skipped = self.skipped.saturating_add(bad);
         Ok(())
+    }
+
+    /// Sets what updates do with bad f32 input (default
+    /// [`NonFinite::Reject`]); under [`NonFinite::Skip`] each member of a
+    /// bad element keeps its average, as for [`Ema`](crate::Ema).
+    pub fn with_policy(mut self, policy: NonFinite) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Elements skipped under [`NonFinite::Skip`] since construction.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
     }
 
     /// Updates every member from an iterator of parameters (for example
@@ -512,8 +547,8 @@ impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize> Persist
     for EmaBank<A, S, K>
 {
     fn header(&self) -> Header {
-        let config = 30 * K + 6;
-        let state = K * (4 + 8 + 1 + A::Weight::SIZE) + 4 + 8 + 4;
+        let config = 30 * K + 6 + 1;
+        let state = K * (4 + 8 + 1 + A::Weight::SIZE) + 4 + 8 + 4 + 8;
         Header {
             kind: Kind::Bank as u8,
             format: A::FORMAT,
@@ -530,6 +565,7 @@ impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize> Persist
             enc.bytes(&c.to_bytes(A::coef_bits))?;
         }
         enc.bytes(&mode_bytes(self.init, self.rounding))?;
+        enc.u8(self.policy as u8)?;
         for k in 0..K {
             enc.u32(self.alphas.get(k).map_or(0, |&a| A::coef_bits(a)))?;
             enc.u64(self.t.get(k).copied().unwrap_or(0))?;
@@ -539,6 +575,7 @@ impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize> Persist
         enc.u32(self.rng)?;
         enc.u64(self.calls)?;
         enc.u32(self.saturated.get())?;
+        enc.u64(self.skipped)?;
         for row in self.shadow.as_ref() {
             for e in row {
                 enc.elem(e)?;
@@ -557,7 +594,9 @@ impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize> Persist
                 return Err(Error::ConfigMismatch);
             }
         }
-        if dec.array::<6>()? != mode_bytes(self.init, self.rounding) {
+        if dec.array::<6>()? != mode_bytes(self.init, self.rounding)
+            || dec.u8()? != self.policy as u8
+        {
             return Err(Error::ConfigMismatch);
         }
         let mut alphas = self.alphas;
@@ -587,6 +626,7 @@ impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize> Persist
         let rng = dec.u32()?;
         let calls = dec.u64()?;
         let saturated = dec.u32()?;
+        let skipped = dec.u64()?;
         if t.iter().any(|&tk| tk > calls) {
             return Err(Error::InvalidState);
         }
@@ -598,6 +638,7 @@ impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize> Persist
             self.rng = rng;
             self.calls = calls;
             self.saturated.set(saturated);
+            self.skipped = skipped;
         }
         for row in self.shadow.as_mut() {
             for slot in row.iter_mut() {

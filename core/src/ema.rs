@@ -65,7 +65,7 @@ use core::marker::PhantomData;
 use core::num::{NonZeroU64, NonZeroU128};
 
 use crate::codec::{ByteSink, ByteSource, Decoder, Element, Encoder, Header, Kind, Persist};
-use crate::format::{CompF32, I1F15, I1F31, I2F62, Q15Ef, U1F31, check_f32};
+use crate::format::{CompF32, I1F15, I1F31, I2F62, Q15Ef, U1F31, check_f32, valid_f32};
 use crate::kernel::ema as k;
 use crate::num::{
     Nearest, Stochastic, div_round_i64, div_round_i128, round_shift_i64, round_shift_i128,
@@ -102,6 +102,26 @@ pub enum Rounding {
         /// The generator's seed (0 is replaced by a fixed non-zero value).
         seed: u32,
     },
+}
+
+/// What an update does with f32 input that is NaN, ±Inf, or beyond
+/// [`crate::F32_LIMIT`]. Fixed-point input is always valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum NonFinite {
+    /// Refuse the whole update with [`Error::NonFinite`] or
+    /// [`Error::OutOfRange`]; the state is unchanged. The default.
+    #[default]
+    Reject,
+    /// Update every valid element; treat each bad one as if its input
+    /// equalled its current average, so that average does not move (before
+    /// the element has an average: as if the input were 0). Each skipped
+    /// element is counted ([`Ema::skipped`]).
+    ///
+    /// **Bound**: the imputed input is the element's average rounded to
+    /// f32, so each skip of an element can add up to `ε·M` to its error
+    /// bound (`2·ε·M` for an SWA mean).
+    Skip,
 }
 
 mod sealed {
@@ -149,6 +169,24 @@ pub trait EmaShadow: Copy + core::fmt::Debug + sealed::Sealed + Element {
     fn coef_from_bits(bits: u32) -> Self::Coef;
     /// Checks the parameter values (f32: finite and within [`crate::F32_LIMIT`]).
     fn check(params: &[Self::Param]) -> Result<(), Error>;
+    /// Whether one value would pass [`check`](Self::check).
+    #[doc(hidden)]
+    fn valid(_x: &Self::Param) -> bool {
+        true
+    }
+    /// The element's current average as a parameter value (debiased by
+    /// `w` when `debiased`), for [`NonFinite::Skip`].
+    #[doc(hidden)]
+    fn current(s: &Self, w: Self::Weight, debiased: bool) -> Self::Param {
+        let mut out = [Self::PARAM_ZERO];
+        let src = core::slice::from_ref(s);
+        if debiased {
+            Self::store_debiased(src, w, &mut out);
+        } else {
+            Self::store(src, &mut out);
+        }
+        out[0]
+    }
     #[doc(hidden)]
     fn load(shadow: &mut [Self], params: &[Self::Param]);
     #[doc(hidden)]
@@ -302,6 +340,9 @@ impl EmaShadow for f32 {
     fn check(params: &[f32]) -> Result<(), Error> {
         check_f32(params)
     }
+    fn valid(x: &f32) -> bool {
+        valid_f32(*x)
+    }
     fn load(shadow: &mut [f32], params: &[f32]) {
         k::load(shadow, params, |x| x);
     }
@@ -368,6 +409,9 @@ impl EmaShadow for CompF32 {
     }
     fn check(params: &[f32]) -> Result<(), Error> {
         check_f32(params)
+    }
+    fn valid(x: &f32) -> bool {
+        valid_f32(*x)
     }
     fn load(shadow: &mut [CompF32], params: &[f32]) {
         k::load(shadow, params, CompF32::new);
@@ -738,6 +782,8 @@ pub struct Ema<A: EmaShadow, S> {
     filled: bool,
     weight: A::Weight,
     saturated: Cell<u32>,
+    policy: NonFinite,
+    skipped: u64,
     _elem: PhantomData<fn() -> A>,
 }
 
@@ -866,6 +912,8 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
             filled: false,
             weight: A::weight_zero(),
             saturated: Cell::new(0),
+            policy: NonFinite::Reject,
+            skipped: 0,
             _elem: PhantomData,
         })
     }
@@ -893,6 +941,34 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
         }
         self.rounding = rounding;
         Ok(self)
+    }
+
+    /// Sets what updates do with bad f32 input (the default is
+    /// [`NonFinite::Reject`]).
+    ///
+    /// ```
+    /// use polyak::{Ema, ema::NonFinite};
+    /// let mut ema = Ema::new([0.0f32; 3], 0.5)?.with_policy(NonFinite::Skip);
+    /// ema.update(&[2.0, 2.0, 2.0])?;
+    /// ema.update(&[4.0, f32::NAN, 4.0])?; // the NaN element keeps its average
+    /// assert_eq!(ema.shadow(), &[3.0, 2.0, 3.0]);
+    /// assert_eq!(ema.skipped(), 1);
+    /// # Ok::<(), polyak::Error>(())
+    /// ```
+    pub fn with_policy(mut self, policy: NonFinite) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The non-finite input policy.
+    pub fn policy(&self) -> NonFinite {
+        self.policy
+    }
+
+    /// Elements skipped under [`NonFinite::Skip`] since construction or
+    /// reset.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
     }
 
     /// The number of parameters.
@@ -986,7 +1062,13 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
     /// ```
     pub fn update(&mut self, params: &[A::Param]) -> Result<(), Error> {
         check_len(self.len(), params.len())?;
-        A::check(params)?;
+        let bad = match self.policy {
+            NonFinite::Reject => {
+                A::check(params)?;
+                0
+            }
+            NonFinite::Skip => params.iter().filter(|x| !A::valid(x)).count() as u64,
+        };
         let calls = self.calls.checked_add(1).ok_or(Error::CountOverflow)?;
         let first = self.init == Init::CopyFirst && self.calls == 0;
         let action = if first {
@@ -994,10 +1076,21 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
         } else {
             self.schedule.action(calls, self.t)
         };
+        let debiased = self.init == Init::ZeroDebiased;
+        let (filled, weight) = (self.filled, self.weight);
         let shadow = self.shadow.as_mut();
         match action {
+            Action::Copy if bad == 0 => A::load(shadow, params),
             Action::Copy => {
-                A::load(shadow, params);
+                for (s, x) in shadow.iter_mut().zip(params) {
+                    let x = impute::<A>(x, s, weight, debiased, filled);
+                    A::load(core::slice::from_mut(s), core::slice::from_ref(&x));
+                }
+            }
+            _ => {}
+        }
+        match action {
+            Action::Copy => {
                 self.weight = A::weight_one();
                 self.filled = true;
                 if first && self.schedule.update_after_step == 0 {
@@ -1008,7 +1101,15 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
             Action::Skip => {}
             Action::Step { alpha, t } => {
                 let a = self.coefs.at::<A>(alpha);
-                A::step(shadow, params, a, self.rounding, &mut self.rng);
+                if bad == 0 {
+                    A::step(shadow, params, a, self.rounding, &mut self.rng);
+                } else {
+                    for (s, x) in shadow.iter_mut().zip(params) {
+                        let x = impute::<A>(x, s, weight, debiased, filled);
+                        let (s, x) = (core::slice::from_mut(s), core::slice::from_ref(&x));
+                        A::step(s, x, a, self.rounding, &mut self.rng);
+                    }
+                }
                 self.weight = A::weight_step(self.weight, a);
                 self.alpha = a;
                 self.t = t;
@@ -1016,6 +1117,7 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
             }
         }
         self.calls = calls;
+        self.skipped = self.skipped.saturating_add(bad);
         Ok(())
     }
 
@@ -1089,6 +1191,7 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
         self.filled = false;
         self.weight = A::weight_zero();
         self.saturated.set(0);
+        self.skipped = 0;
         if let Rounding::Stochastic { seed } = self.rounding {
             self.rng = seed;
         }
@@ -1132,6 +1235,24 @@ impl<C: Copy> Coefs<C> {
     }
 }
 
+/// The value an update uses for one element: the input if valid, else the
+/// element's current average (or 0 before it has one).
+pub(crate) fn impute<A: EmaShadow>(
+    x: &A::Param,
+    s: &A,
+    w: A::Weight,
+    debiased: bool,
+    filled: bool,
+) -> A::Param {
+    if A::valid(x) {
+        *x
+    } else if filled {
+        A::current(s, w, debiased)
+    } else {
+        A::PARAM_ZERO
+    }
+}
+
 /// Six bytes for the codec: start, rounding mode and seed.
 pub(crate) fn mode_bytes(init: Init, rounding: Rounding) -> [u8; 6] {
     let (tag, seed) = match rounding {
@@ -1148,15 +1269,17 @@ pub(crate) fn len_u32(len: usize) -> u32 {
     u32::try_from(len).unwrap_or(u32::MAX)
 }
 
-/// Configuration bytes of an Ema: schedule, coefficients, start, rounding.
-const EMA_CONFIG: usize = 25 + 5 + 6;
+/// Configuration bytes of an Ema: schedule, coefficients, start, rounding,
+/// non-finite policy.
+const EMA_CONFIG: usize = 25 + 5 + 6 + 1;
 
 impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
     fn config_bytes(&self) -> [u8; EMA_CONFIG] {
         let mut b = [0u8; EMA_CONFIG];
         b[..25].copy_from_slice(&self.schedule.to_bytes());
         b[25..30].copy_from_slice(&self.coefs.to_bytes(A::coef_bits));
-        b[30..].copy_from_slice(&mode_bytes(self.init, self.rounding));
+        b[30..36].copy_from_slice(&mode_bytes(self.init, self.rounding));
+        b[36] = self.policy as u8;
         b
     }
 }
@@ -1171,7 +1294,7 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Persist for Ema<A, S> {
             format: A::FORMAT,
             len: len_u32(self.len()),
             layout: 0,
-            fields: (EMA_CONFIG + 4 + 4 + 8 + 8 + 1 + A::Weight::SIZE + 4) as u32,
+            fields: (EMA_CONFIG + 4 + 4 + 8 + 8 + 1 + A::Weight::SIZE + 4 + 8) as u32,
             members: 1,
         }
     }
@@ -1185,6 +1308,7 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Persist for Ema<A, S> {
         enc.u8(u8::from(self.filled))?;
         enc.elem(&self.weight)?;
         enc.u32(self.saturated.get())?;
+        enc.u64(self.skipped)?;
         for e in self.shadow.as_ref() {
             enc.elem(e)?;
         }
@@ -1206,6 +1330,7 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Persist for Ema<A, S> {
         let filled = dec.u8()?;
         let weight = dec.elem::<A::Weight>()?;
         let saturated = dec.u32()?;
+        let skipped = dec.u64()?;
         if A::check_coef(alpha).is_err() || filled > 1 || t > calls || (filled == 0 && t > 0) {
             return Err(Error::InvalidState);
         }
@@ -1217,6 +1342,7 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Persist for Ema<A, S> {
             self.filled = filled == 1;
             self.weight = weight;
             self.saturated.set(saturated);
+            self.skipped = skipped;
         }
         for slot in self.shadow.as_mut() {
             let v = dec.elem::<A>()?;

@@ -121,6 +121,12 @@ impl Q15Ef {
     }
 }
 
+/// Whether an f32 input is acceptable: finite and within [`F32_LIMIT`].
+#[inline(always)]
+pub(crate) fn valid_f32(x: f32) -> bool {
+    x.to_bits() & 0x7fff_ffff <= F32_LIMIT.to_bits()
+}
+
 /// Checks f32 input: the first element that is NaN, ±Inf or larger in
 /// magnitude than [`F32_LIMIT`] is reported by index.
 pub(crate) fn check_f32(xs: &[f32]) -> Result<(), Error> {

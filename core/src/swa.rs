@@ -32,8 +32,9 @@
 use core::num::NonZeroU64;
 
 use crate::codec::{ByteSink, ByteSource, Decoder, Element, Encoder, Header, Kind, Persist};
+use crate::ema::NonFinite;
 use crate::ema::{check_len, len_u32};
-use crate::format::{CompF32, F32_LIMIT, I33F31, I49F15, check_f32};
+use crate::format::{CompF32, F32_LIMIT, I33F31, I49F15, check_f32, valid_f32};
 use crate::kernel::swa as k;
 use crate::{Error, Q15, Q31};
 
@@ -57,6 +58,14 @@ pub trait SwaAccumulator: Copy + core::fmt::Debug + sealed::Sealed + Element {
     const MAX_COUNT: u32;
     /// Checks snapshot values (f32: finite and within [`F32_LIMIT`]).
     fn check(params: &[Self::Param]) -> Result<(), Error>;
+    /// Whether one value would pass [`check`](Self::check).
+    #[doc(hidden)]
+    fn valid(_x: &Self::Param) -> bool {
+        true
+    }
+    /// A zero snapshot value.
+    #[doc(hidden)]
+    const PARAM_ZERO: Self::Param;
     /// Whether one sum could come from `count` valid snapshots.
     fn valid_for(&self, count: u32) -> bool;
     /// Checks that `acc` could be the sum of `count` valid snapshots.
@@ -90,6 +99,10 @@ impl SwaAccumulator for CompF32 {
     fn check(params: &[f32]) -> Result<(), Error> {
         check_f32(params)
     }
+    fn valid(x: &f32) -> bool {
+        valid_f32(*x)
+    }
+    const PARAM_ZERO: f32 = 0.0;
     fn valid_for(&self, count: u32) -> bool {
         // n·2^100 ≤ 2^124 is exact in f32.
         let bound = F32_LIMIT * count as f32;
@@ -120,6 +133,7 @@ impl SwaAccumulator for I49F15 {
     fn check(_: &[Q15]) -> Result<(), Error> {
         Ok(())
     }
+    const PARAM_ZERO: Q15 = Q15::ZERO;
     fn valid_for(&self, count: u32) -> bool {
         fixed_sum_valid(self.to_bits(), count, 15)
     }
@@ -146,6 +160,7 @@ impl SwaAccumulator for I33F31 {
     fn check(_: &[Q31]) -> Result<(), Error> {
         Ok(())
     }
+    const PARAM_ZERO: Q31 = Q31::ZERO;
     fn valid_for(&self, count: u32) -> bool {
         fixed_sum_valid(self.to_bits(), count, 31)
     }
@@ -175,6 +190,8 @@ fn fixed_sum_valid(sum: i64, count: u32, frac: u32) -> bool {
 pub struct Swa<A: SwaAccumulator, S> {
     acc: S,
     count: u32,
+    policy: NonFinite,
+    skipped: u64,
     _elem: core::marker::PhantomData<fn() -> A>,
 }
 
@@ -185,8 +202,25 @@ impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>> Swa<A, S> {
         Self {
             acc: storage,
             count: 0,
+            policy: NonFinite::Reject,
+            skipped: 0,
             _elem: core::marker::PhantomData,
         }
+    }
+
+    /// Sets what updates do with bad f32 input (default
+    /// [`NonFinite::Reject`]). Under [`NonFinite::Skip`] a bad element
+    /// adds its current mean instead (its mean does not move; before the
+    /// first snapshot, 0), and is counted in [`skipped`](Self::skipped).
+    pub fn with_policy(mut self, policy: NonFinite) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Elements skipped under [`NonFinite::Skip`] since construction or
+    /// reset.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
     }
 
     /// Resumes from a saved sum and count (for example restored from
@@ -215,6 +249,8 @@ impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>> Swa<A, S> {
         Ok(Self {
             acc: storage,
             count,
+            policy: NonFinite::Reject,
+            skipped: 0,
             _elem: core::marker::PhantomData,
         })
     }
@@ -265,9 +301,32 @@ impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>> Swa<A, S> {
         if self.count >= A::MAX_COUNT {
             return Err(Error::CountOverflow);
         }
-        A::check(params)?;
-        A::add(self.acc.as_mut(), params);
+        let bad = match self.policy {
+            NonFinite::Reject => {
+                A::check(params)?;
+                0
+            }
+            NonFinite::Skip => params.iter().filter(|x| !A::valid(x)).count() as u64,
+        };
+        if bad == 0 {
+            A::add(self.acc.as_mut(), params);
+        } else {
+            let n = NonZeroU64::new(u64::from(self.count));
+            for (a, x) in self.acc.as_mut().iter_mut().zip(params) {
+                let x = match (A::valid(x), n) {
+                    (true, _) => *x,
+                    (false, Some(n)) => {
+                        let mut m = [A::PARAM_ZERO];
+                        A::mean(core::slice::from_ref(a), n, &mut m);
+                        m[0]
+                    }
+                    (false, None) => A::PARAM_ZERO,
+                };
+                A::add(core::slice::from_mut(a), core::slice::from_ref(&x));
+            }
+        }
         self.count += 1;
+        self.skipped = self.skipped.saturating_add(bad);
         Ok(())
     }
 
@@ -299,6 +358,7 @@ impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>> Swa<A, S> {
     pub fn reset(&mut self) {
         self.acc.as_mut().fill(A::ZERO);
         self.count = 0;
+        self.skipped = 0;
     }
 }
 
@@ -311,13 +371,15 @@ impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>> Persist for Swa<A, S> {
             format: A::FORMAT,
             len: len_u32(self.len()),
             layout: 0,
-            fields: 4,
+            fields: 1 + 4 + 8,
             members: 1,
         }
     }
 
     fn encode_body<W: ByteSink>(&self, enc: &mut Encoder<'_, W>) -> Result<(), Error> {
+        enc.u8(self.policy as u8)?;
         enc.u32(self.count)?;
+        enc.u64(self.skipped)?;
         for a in self.acc.as_ref() {
             enc.elem(a)?;
         }
@@ -329,7 +391,11 @@ impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>> Persist for Swa<A, S> {
         dec: &mut Decoder<'_, R>,
         apply: bool,
     ) -> Result<(), Error> {
+        if dec.u8()? != self.policy as u8 {
+            return Err(Error::ConfigMismatch);
+        }
         let count = dec.u32()?;
+        let skipped = dec.u64()?;
         if count > A::MAX_COUNT {
             return Err(Error::InvalidState);
         }
@@ -344,6 +410,7 @@ impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>> Persist for Swa<A, S> {
         }
         if apply {
             self.count = count;
+            self.skipped = skipped;
         }
         Ok(())
     }

@@ -2,6 +2,9 @@
 //! element's average and counts it; `Reject` refuses the whole update;
 //! empty buffers, subnormals, ±f32::MAX and counters at their limits.
 
+// Parallel per-element arrays (output, reference, skip counts) read best by index.
+#![allow(clippy::needless_range_loop)]
+
 use polyak::codec::{Persist, crc32};
 use polyak::{
     CompF32, Ema, EmaBank, EmaShadow, Error, F32_LIMIT, I1F31, NonFinite, Q15, Swa, merge,

@@ -145,10 +145,10 @@ proptest! {
     fn swa_skip_keeps_bad_elements_means(xs in dirty_steps(5)) {
         let mut swa = Swa::new(vec![CompF32::ZERO; 5]).with_policy(NonFinite::Skip);
         // per element: sum and count; a skip adds the current mean
-        let (mut sum, mut sum_abs) = (vec![0.0f64; 5], vec![0.0f64; 5]);
-        let mut skips = vec![0u64; 5];
+        let (mut sum, mut sum_abs) = ([0.0f64; 5], [0.0f64; 5]);
+        let mut skips = [0u64; 5];
         let mut n = 0u64;
-        let mut out = vec![0.0f32; 5];
+        let mut out = [0.0f32; 5];
         for x in &xs {
             swa.update(x).unwrap();
             for i in 0..5 {

@@ -1,4 +1,4 @@
-//! Input policies and extreme inputs: `NonFinite::Skip` keeps a bad
+//! Input policies and extreme inputs: `Skip` keeps a bad
 //! element's average and counts it; `Reject` refuses the whole update;
 //! empty buffers, subnormals, ±f32::MAX and counters at their limits.
 
@@ -6,9 +6,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use polyak::codec::{Persist, crc32};
-use polyak::{
-    CompF32, Ema, EmaBank, EmaShadow, Error, F32_LIMIT, I1F31, NonFinite, Q15, Swa, merge,
-};
+use polyak::{CompF32, Ema, EmaBank, EmaShadow, Error, F32_LIMIT, I1F31, Q15, Skip, Swa, merge};
 use polyak_host::bounds;
 use polyak_host::metrics::EPS;
 use polyak_host::strategies::{beta, config};
@@ -82,7 +80,7 @@ impl SkipRef {
 }
 
 fn check_skip<A: EmaShadow<Param = f32, Coef = f32>>(
-    mut ema: Ema<A, Vec<A>>,
+    mut ema: Ema<A, Vec<A>, Skip>,
     xs: &[Vec<f32>],
     bound: impl Fn(f64, f64, u64) -> f64,
 ) -> Result<(), TestCaseError> {
@@ -136,14 +134,14 @@ proptest! {
         // start from a clean step so every element has one
         let mut xs = xs;
         xs.insert(0, vec![0.5, -0.5, 1.0, -1.0, 2.0, 0.0]);
-        check_skip(Ema::new(vec![0.0f32; 6], b).unwrap().with_policy(NonFinite::Skip), &xs, |m, a, _| bounds::ema_plain(m, a))?;
-        check_skip(Ema::new(vec![CompF32::ZERO; 6], b).unwrap().with_policy(NonFinite::Skip), &xs, |m, a, _| bounds::ema_comp(m, a))?;
-        check_skip(Ema::new_debiased(vec![CompF32::ZERO; 6], b).unwrap().with_policy(NonFinite::Skip), &xs, bounds::ema_comp_debiased)?;
+        check_skip(Ema::new(vec![0.0f32; 6], b).unwrap().with_policy::<Skip>(), &xs, |m, a, _| bounds::ema_plain(m, a))?;
+        check_skip(Ema::new(vec![CompF32::ZERO; 6], b).unwrap().with_policy::<Skip>(), &xs, |m, a, _| bounds::ema_comp(m, a))?;
+        check_skip(Ema::new_debiased(vec![CompF32::ZERO; 6], b).unwrap().with_policy::<Skip>(), &xs, bounds::ema_comp_debiased)?;
     }
 
     #[test]
     fn swa_skip_keeps_bad_elements_means(xs in dirty_steps(5)) {
-        let mut swa = Swa::new(vec![CompF32::ZERO; 5]).with_policy(NonFinite::Skip);
+        let mut swa = Swa::new(vec![CompF32::ZERO; 5]).with_policy::<Skip>();
         // per element: sum and count; a skip adds the current mean
         let (mut sum, mut sum_abs) = ([0.0f64; 5], [0.0f64; 5]);
         let mut skips = [0u64; 5];
@@ -175,7 +173,7 @@ proptest! {
     #[test]
     fn reject_refuses_and_skip_counts_in_the_bank(xs in dirty_steps(4)) {
         let mut reject = EmaBank::new(vec![[CompF32::ZERO; 2]; 4], [0.9, 0.99]).unwrap();
-        let mut skip = EmaBank::new(vec![[CompF32::ZERO; 2]; 4], [0.9, 0.99]).unwrap().with_policy(NonFinite::Skip);
+        let mut skip = EmaBank::new(vec![[CompF32::ZERO; 2]; 4], [0.9, 0.99]).unwrap().with_policy::<Skip>();
         let mut bad_total = 0u64;
         for x in &xs {
             let bad = x.iter().filter(|v| !valid(**v)).count() as u64;
@@ -249,9 +247,7 @@ fn subnormal_and_limit_inputs() {
         Err(Error::OutOfRange { index: 1 })
     );
     // under Skip, ±MAX is skipped, not averaged
-    let mut s = Ema::new([0.0f32; 1], 0.5)
-        .unwrap()
-        .with_policy(NonFinite::Skip);
+    let mut s = Ema::new([0.0f32; 1], 0.5).unwrap().with_policy::<Skip>();
     s.update(&[1.0]).unwrap();
     s.update(&[f32::MAX]).unwrap();
     s.update(&[-f32::MAX]).unwrap();
@@ -291,9 +287,7 @@ fn counters_at_their_limits() {
     full.read_into(&mut out).unwrap();
     assert_eq!(out, [Q15::from_num(0.25); 2]);
     // a skipped count at its limit saturates rather than wraps
-    let mut s = Ema::new([0.0f32; 1], 0.9)
-        .unwrap()
-        .with_policy(NonFinite::Skip);
+    let mut s = Ema::new([0.0f32; 1], 0.9).unwrap().with_policy::<Skip>();
     s.update(&[1.0]).unwrap();
     let mut rec = vec![0u8; s.encoded_len()];
     s.encode(&mut rec).unwrap();

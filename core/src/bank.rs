@@ -34,11 +34,10 @@ use core::cell::Cell;
 use core::slice;
 
 use crate::codec::{ByteSink, ByteSource, Decoder, Element, Encoder, Header, Kind, Persist};
-use crate::ema::{
-    Coefs, EmaShadow, Init, NonFinite, Rounding, check_len, impute, len_u32, mode_bytes,
-};
+use crate::ema::{Coefs, EmaShadow, Init, Rounding, check_len, impute, len_u32, mode_bytes};
 use crate::kernel::swa::comp_add;
 use crate::num::round_shift_var_i128;
+use crate::policy::{InputPolicy, Reject};
 use crate::schedule::{Action, Schedule};
 use crate::{CompF32, Error, Q15, Q31};
 
@@ -149,7 +148,7 @@ impl MixParam for Q31 {
 /// `K` EMAs of one parameter buffer, each with its own schedule, updated in
 /// a single pass. The storage holds `[A; K]` per parameter.
 #[derive(Debug, Clone)]
-pub struct EmaBank<A: EmaShadow, S, const K: usize> {
+pub struct EmaBank<A: EmaShadow, S, const K: usize, P: InputPolicy = Reject> {
     shadow: S,
     schedules: [Schedule; K],
     coefs: [Coefs<A::Coef>; K],
@@ -162,8 +161,8 @@ pub struct EmaBank<A: EmaShadow, S, const K: usize> {
     filled: [bool; K],
     weights: [A::Weight; K],
     saturated: Cell<u32>,
-    policy: NonFinite,
     skipped: u64,
+    _policy: core::marker::PhantomData<P>,
 }
 
 impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize> EmaBank<A, S, K> {
@@ -212,11 +211,15 @@ impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize> EmaBank
             filled: [false; K],
             weights: [A::weight_zero(); K],
             saturated: Cell::new(0),
-            policy: NonFinite::Reject,
             skipped: 0,
+            _policy: core::marker::PhantomData,
         })
     }
+}
 
+impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize, P: InputPolicy>
+    EmaBank<A, S, K, P>
+{
     /// Sets the fixed-point rounding of every member (one generator for
     /// the bank).
     ///
@@ -305,7 +308,7 @@ impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize> EmaBank
         let debiased = self.init == Init::ZeroDebiased;
         let (weights, filled) = (self.weights, self.filled);
         for (row, x) in self.shadow.as_mut().iter_mut().zip(params) {
-            let ok = A::valid(&x);
+            let ok = !P::SKIP || A::valid(&x);
             for (k, ((s, a), &c)) in row.iter_mut().zip(actions).zip(&coefs).enumerate() {
                 let x = if ok {
                     x
@@ -351,12 +354,11 @@ impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize> EmaBank
     /// error.
     pub fn update(&mut self, params: &[A::Param]) -> Result<(), Error> {
         check_len(self.len(), params.len())?;
-        let bad = match self.policy {
-            NonFinite::Reject => {
-                A::check(params)?;
-                0
-            }
-            NonFinite::Skip => params.iter().filter(|x| !A::valid(x)).count() as u64,
+        let bad = if P::SKIP {
+            params.iter().filter(|x| !A::valid(x)).count() as u64
+        } else {
+            A::check(params)?;
+            0
         };
         let (calls, actions) = self.plan()?;
         self.pass(params.iter().copied(), &actions);
@@ -365,15 +367,29 @@ impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize> EmaBank
         Ok(())
     }
 
-    /// Sets what updates do with bad f32 input (default
-    /// [`NonFinite::Reject`]); under [`NonFinite::Skip`] each member of a
-    /// bad element keeps its average, as for [`Ema`](crate::Ema).
-    pub fn with_policy(mut self, policy: NonFinite) -> Self {
-        self.policy = policy;
-        self
+    /// Changes the input policy (default [`Reject`]); under
+    /// [`Skip`](crate::Skip) each member of a bad element keeps its average,
+    /// as for [`Ema`](crate::Ema).
+    pub fn with_policy<Q: InputPolicy>(self) -> EmaBank<A, S, K, Q> {
+        EmaBank {
+            shadow: self.shadow,
+            schedules: self.schedules,
+            coefs: self.coefs,
+            alphas: self.alphas,
+            init: self.init,
+            rounding: self.rounding,
+            rng: self.rng,
+            calls: self.calls,
+            t: self.t,
+            filled: self.filled,
+            weights: self.weights,
+            saturated: self.saturated,
+            skipped: self.skipped,
+            _policy: core::marker::PhantomData,
+        }
     }
 
-    /// Elements skipped under [`NonFinite::Skip`] since construction.
+    /// Elements skipped under [`Skip`](crate::Skip) since construction.
     pub fn skipped(&self) -> u64 {
         self.skipped
     }
@@ -488,7 +504,7 @@ impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize> EmaBank
     }
 }
 
-impl<A, S, const K: usize> EmaBank<A, S, K>
+impl<A, S, const K: usize, P: InputPolicy> EmaBank<A, S, K, P>
 where
     A: EmaShadow,
     A::Param: MixParam,
@@ -543,8 +559,8 @@ where
 /// The bank's state: per member its schedule and coefficients (checked on
 /// decode), α, step count, fill flag and weight; the shared call count,
 /// rounding generator and saturation count; the shadows.
-impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize> Persist
-    for EmaBank<A, S, K>
+impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize, P: InputPolicy> Persist
+    for EmaBank<A, S, K, P>
 {
     fn header(&self) -> Header {
         let config = 30 * K + 6 + 1;
@@ -565,7 +581,7 @@ impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize> Persist
             enc.bytes(&c.to_bytes(A::coef_bits))?;
         }
         enc.bytes(&mode_bytes(self.init, self.rounding))?;
-        enc.u8(self.policy as u8)?;
+        enc.u8(u8::from(P::SKIP))?;
         for k in 0..K {
             enc.u32(self.alphas.get(k).map_or(0, |&a| A::coef_bits(a)))?;
             enc.u64(self.t.get(k).copied().unwrap_or(0))?;
@@ -595,7 +611,7 @@ impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize> Persist
             }
         }
         if dec.array::<6>()? != mode_bytes(self.init, self.rounding)
-            || dec.u8()? != self.policy as u8
+            || dec.u8()? != u8::from(P::SKIP)
         {
             return Err(Error::ConfigMismatch);
         }

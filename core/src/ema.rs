@@ -70,6 +70,7 @@ use crate::kernel::ema as k;
 use crate::num::{
     Nearest, Stochastic, div_round_i64, div_round_i128, round_shift_i64, round_shift_i128,
 };
+use crate::policy::{InputPolicy, Reject};
 use crate::schedule::{Action, Schedule};
 use crate::{Error, Q15, Q31};
 
@@ -102,26 +103,6 @@ pub enum Rounding {
         /// The generator's seed (0 is replaced by a fixed non-zero value).
         seed: u32,
     },
-}
-
-/// What an update does with f32 input that is NaN, ±Inf, or beyond
-/// [`crate::F32_LIMIT`]. Fixed-point input is always valid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum NonFinite {
-    /// Refuse the whole update with [`Error::NonFinite`] or
-    /// [`Error::OutOfRange`]; the state is unchanged. The default.
-    #[default]
-    Reject,
-    /// Update every valid element; treat each bad one as if its input
-    /// equalled its current average, so that average does not move (before
-    /// the element has an average: as if the input were 0). Each skipped
-    /// element is counted ([`Ema::skipped`]).
-    ///
-    /// **Bound**: the imputed input is the element's average rounded to
-    /// f32, so each skip of an element can add up to `ε·M` to its error
-    /// bound (`2·ε·M` for an SWA mean).
-    Skip,
 }
 
 mod sealed {
@@ -175,7 +156,7 @@ pub trait EmaShadow: Copy + core::fmt::Debug + sealed::Sealed + Element {
         true
     }
     /// The element's current average as a parameter value (debiased by
-    /// `w` when `debiased`), for [`NonFinite::Skip`].
+    /// `w` when `debiased`), for [`Skip`](crate::Skip).
     #[doc(hidden)]
     fn current(s: &Self, w: Self::Weight, debiased: bool) -> Self::Param {
         let mut out = [Self::PARAM_ZERO];
@@ -769,7 +750,7 @@ pub(crate) enum Coefs<C> {
 /// weight and the rounding generator. Every method that takes input checks
 /// all of it first; on error nothing has changed.
 #[derive(Debug, Clone)]
-pub struct Ema<A: EmaShadow, S> {
+pub struct Ema<A: EmaShadow, S, P: InputPolicy = Reject> {
     shadow: S,
     schedule: Schedule,
     coefs: Coefs<A::Coef>,
@@ -782,9 +763,8 @@ pub struct Ema<A: EmaShadow, S> {
     filled: bool,
     weight: A::Weight,
     saturated: Cell<u32>,
-    policy: NonFinite,
     skipped: u64,
-    _elem: PhantomData<fn() -> A>,
+    _elem: PhantomData<fn() -> (A, P)>,
 }
 
 impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
@@ -912,12 +892,13 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
             filled: false,
             weight: A::weight_zero(),
             saturated: Cell::new(0),
-            policy: NonFinite::Reject,
             skipped: 0,
             _elem: PhantomData,
         })
     }
+}
 
+impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>, P: InputPolicy> Ema<A, S, P> {
     /// Sets how fixed-point increments are rounded.
     ///
     /// # Errors
@@ -943,30 +924,37 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
         Ok(self)
     }
 
-    /// Sets what updates do with bad f32 input (the default is
-    /// [`NonFinite::Reject`]).
+    /// Changes the input policy (the default is [`Reject`]); see
+    /// [`policy`](crate::policy).
     ///
     /// ```
-    /// use polyak::{Ema, ema::NonFinite};
-    /// let mut ema = Ema::new([0.0f32; 3], 0.5)?.with_policy(NonFinite::Skip);
-    /// ema.update(&[2.0, 2.0, 2.0])?;
-    /// ema.update(&[4.0, f32::NAN, 4.0])?; // the NaN element keeps its average
-    /// assert_eq!(ema.shadow(), &[3.0, 2.0, 3.0]);
+    /// use polyak::{Ema, Skip};
+    /// let mut ema = Ema::new([0.0f32; 2], 0.5)?.with_policy::<Skip>();
+    /// ema.update(&[1.0, f32::INFINITY])?;
     /// assert_eq!(ema.skipped(), 1);
     /// # Ok::<(), polyak::Error>(())
     /// ```
-    pub fn with_policy(mut self, policy: NonFinite) -> Self {
-        self.policy = policy;
-        self
+    pub fn with_policy<Q: InputPolicy>(self) -> Ema<A, S, Q> {
+        Ema {
+            shadow: self.shadow,
+            schedule: self.schedule,
+            coefs: self.coefs,
+            alpha: self.alpha,
+            init: self.init,
+            rounding: self.rounding,
+            rng: self.rng,
+            calls: self.calls,
+            t: self.t,
+            filled: self.filled,
+            weight: self.weight,
+            saturated: self.saturated,
+            skipped: self.skipped,
+            _elem: PhantomData,
+        }
     }
 
-    /// The non-finite input policy.
-    pub fn policy(&self) -> NonFinite {
-        self.policy
-    }
-
-    /// Elements skipped under [`NonFinite::Skip`] since construction or
-    /// reset.
+    /// Elements skipped under [`Skip`](crate::Skip) since construction or
+    /// reset (always 0 under [`Reject`]).
     pub fn skipped(&self) -> u64 {
         self.skipped
     }
@@ -1062,12 +1050,11 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
     /// ```
     pub fn update(&mut self, params: &[A::Param]) -> Result<(), Error> {
         check_len(self.len(), params.len())?;
-        let bad = match self.policy {
-            NonFinite::Reject => {
-                A::check(params)?;
-                0
-            }
-            NonFinite::Skip => params.iter().filter(|x| !A::valid(x)).count() as u64,
+        let bad = if P::SKIP {
+            params.iter().filter(|x| !A::valid(x)).count() as u64
+        } else {
+            A::check(params)?;
+            0
         };
         let calls = self.calls.checked_add(1).ok_or(Error::CountOverflow)?;
         let first = self.init == Init::CopyFirst && self.calls == 0;
@@ -1078,40 +1065,57 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
         };
         let debiased = self.init == Init::ZeroDebiased;
         let (filled, weight) = (self.filled, self.weight);
-        let shadow = self.shadow.as_mut();
-        match action {
-            Action::Copy if bad == 0 => A::load(shadow, params),
-            Action::Copy => {
-                for (s, x) in shadow.iter_mut().zip(params) {
-                    let x = impute::<A>(x, s, weight, debiased, filled);
-                    A::load(core::slice::from_mut(s), core::slice::from_ref(&x));
+        let (rounding, rng) = (self.rounding, &mut self.rng);
+        let step = match action {
+            Action::Copy => None,
+            Action::Skip => return self.finish(calls, bad, action),
+            Action::Step { alpha, .. } => Some(self.coefs.at::<A>(alpha)),
+        };
+        // One call site per kernel: the input goes by in chunks, and a chunk
+        // holding bad elements is copied with their averages imputed.
+        let mut tmp = [A::PARAM_ZERO; CHUNK];
+        for (s, x) in self
+            .shadow
+            .as_mut()
+            .chunks_mut(CHUNK)
+            .zip(params.chunks(CHUNK))
+        {
+            let x = if P::SKIP && bad > 0 && x.iter().any(|v| !A::valid(v)) {
+                for ((t, v), s) in tmp.iter_mut().zip(x).zip(s.iter()) {
+                    *t = impute::<A>(v, s, weight, debiased, filled);
                 }
+                tmp.get(..x.len()).unwrap_or(&[])
+            } else {
+                x
+            };
+            match step {
+                None => A::load(s, x),
+                Some(a) => A::step(s, x, a, rounding, rng),
             }
-            _ => {}
         }
+        if let Some(a) = step {
+            self.weight = A::weight_step(self.weight, a);
+            self.alpha = a;
+        }
+        self.finish(calls, bad, action)
+    }
+
+    /// Bookkeeping after an update's pass.
+    fn finish(&mut self, calls: u64, bad: u64, action: Action) -> Result<(), Error> {
         match action {
             Action::Copy => {
                 self.weight = A::weight_one();
                 self.filled = true;
-                if first && self.schedule.update_after_step == 0 {
+                if self.calls == 0
+                    && self.init == Init::CopyFirst
+                    && self.schedule.update_after_step == 0
+                {
                     // the copy-first update is the first EMA step (α₁ = 1)
                     self.t = 1;
                 }
             }
             Action::Skip => {}
-            Action::Step { alpha, t } => {
-                let a = self.coefs.at::<A>(alpha);
-                if bad == 0 {
-                    A::step(shadow, params, a, self.rounding, &mut self.rng);
-                } else {
-                    for (s, x) in shadow.iter_mut().zip(params) {
-                        let x = impute::<A>(x, s, weight, debiased, filled);
-                        let (s, x) = (core::slice::from_mut(s), core::slice::from_ref(&x));
-                        A::step(s, x, a, self.rounding, &mut self.rng);
-                    }
-                }
-                self.weight = A::weight_step(self.weight, a);
-                self.alpha = a;
+            Action::Step { t, .. } => {
                 self.t = t;
                 self.filled = true;
             }
@@ -1235,6 +1239,10 @@ impl<C: Copy> Coefs<C> {
     }
 }
 
+/// Elements per chunk of an update's pass (a stack buffer of this many
+/// parameters holds a chunk with imputed values under `Skip`).
+pub(crate) const CHUNK: usize = 64;
+
 /// The value an update uses for one element: the input if valid, else the
 /// element's current average (or 0 before it has one).
 pub(crate) fn impute<A: EmaShadow>(
@@ -1273,13 +1281,13 @@ pub(crate) fn len_u32(len: usize) -> u32 {
 /// non-finite policy.
 const EMA_CONFIG: usize = 25 + 5 + 6 + 1;
 
-impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
+impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>, P: InputPolicy> Ema<A, S, P> {
     fn config_bytes(&self) -> [u8; EMA_CONFIG] {
         let mut b = [0u8; EMA_CONFIG];
         b[..25].copy_from_slice(&self.schedule.to_bytes());
         b[25..30].copy_from_slice(&self.coefs.to_bytes(A::coef_bits));
         b[30..36].copy_from_slice(&mode_bytes(self.init, self.rounding));
-        b[36] = self.policy as u8;
+        b[36] = u8::from(P::SKIP);
         b
     }
 }
@@ -1287,7 +1295,7 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Ema<A, S> {
 /// The EMA's state: its configuration (checked on decode), α of the last
 /// step, the rounding generator, the counters, the debiasing weight, the
 /// saturation count and the shadow.
-impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>> Persist for Ema<A, S> {
+impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>, P: InputPolicy> Persist for Ema<A, S, P> {
     fn header(&self) -> Header {
         Header {
             kind: Kind::Ema as u8,

@@ -76,6 +76,7 @@ mod format;
 mod kernel;
 pub mod merge;
 mod num;
+pub mod policy;
 #[cfg(feature = "libm")]
 pub mod posthoc;
 pub mod schedule;
@@ -83,9 +84,10 @@ pub mod store;
 pub mod swa;
 
 pub use bank::EmaBank;
-pub use ema::{Ema, EmaShadow, Init, NonFinite, Rounding};
+pub use ema::{Ema, EmaShadow, Init, Rounding};
 pub use error::Error;
 pub use format::{CompF32, F32_LIMIT, I1F15, I1F31, I2F62, I33F31, I49F15, Q15, Q15Ef, Q31, U1F31};
+pub use policy::{InputPolicy, Reject, Skip};
 pub use schedule::Schedule;
 pub use swa::{Swa, SwaAccumulator};
 

@@ -138,10 +138,16 @@ impl<F: NorFlash> Store<F> {
     fn check(&mut self, slot: u32) -> Result<Option<Valid>, F::Error> {
         let mut h = [0u8; HEADER];
         self.read(self.slot_base(slot), &mut h)?;
-        let word = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+        let word = |i: usize| {
+            let b: [u8; 4] = h
+                .get(i..i + 4)
+                .and_then(|b| b.try_into().ok())
+                .unwrap_or([0; 4]);
+            u32::from_le_bytes(b)
+        };
         let mut crc = Crc32::new();
         crc.update(&h[..12]);
-        if h[..4] != SLOT_MAGIC || crc.finish() != word(12) {
+        if h.get(..4) != Some(&SLOT_MAGIC[..]) || crc.finish() != word(12) {
             return Ok(None);
         }
         let (seq, len) = (word(4), word(8));

@@ -32,10 +32,11 @@
 use core::num::NonZeroU64;
 
 use crate::codec::{ByteSink, ByteSource, Decoder, Element, Encoder, Header, Kind, Persist};
-use crate::ema::NonFinite;
+use crate::ema::CHUNK;
 use crate::ema::{check_len, len_u32};
 use crate::format::{CompF32, F32_LIMIT, I33F31, I49F15, check_f32, valid_f32};
 use crate::kernel::swa as k;
+use crate::policy::{InputPolicy, Reject};
 use crate::{Error, Q15, Q31};
 
 mod sealed {
@@ -187,12 +188,11 @@ fn fixed_sum_valid(sum: i64, count: u32, frac: u32) -> bool {
 /// `S` is `[A; N]`, `&mut [A]`, `heapless::Vec<A, N>` or any storage with
 /// `AsRef<[A]> + AsMut<[A]>`.
 #[derive(Debug, Clone)]
-pub struct Swa<A: SwaAccumulator, S> {
+pub struct Swa<A: SwaAccumulator, S, P: InputPolicy = Reject> {
     acc: S,
     count: u32,
-    policy: NonFinite,
     skipped: u64,
-    _elem: core::marker::PhantomData<fn() -> A>,
+    _elem: core::marker::PhantomData<fn() -> (A, P)>,
 }
 
 impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>> Swa<A, S> {
@@ -202,25 +202,9 @@ impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>> Swa<A, S> {
         Self {
             acc: storage,
             count: 0,
-            policy: NonFinite::Reject,
             skipped: 0,
             _elem: core::marker::PhantomData,
         }
-    }
-
-    /// Sets what updates do with bad f32 input (default
-    /// [`NonFinite::Reject`]). Under [`NonFinite::Skip`] a bad element
-    /// adds its current mean instead (its mean does not move; before the
-    /// first snapshot, 0), and is counted in [`skipped`](Self::skipped).
-    pub fn with_policy(mut self, policy: NonFinite) -> Self {
-        self.policy = policy;
-        self
-    }
-
-    /// Elements skipped under [`NonFinite::Skip`] since construction or
-    /// reset.
-    pub fn skipped(&self) -> u64 {
-        self.skipped
     }
 
     /// Resumes from a saved sum and count (for example restored from
@@ -249,10 +233,30 @@ impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>> Swa<A, S> {
         Ok(Self {
             acc: storage,
             count,
-            policy: NonFinite::Reject,
             skipped: 0,
             _elem: core::marker::PhantomData,
         })
+    }
+}
+
+impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>, P: InputPolicy> Swa<A, S, P> {
+    /// Changes the input policy (default [`Reject`]). Under
+    /// [`Skip`](crate::Skip) a bad element adds its current mean instead
+    /// (its mean does not move; before the first snapshot, 0), and is
+    /// counted in [`skipped`](Self::skipped).
+    pub fn with_policy<Q: InputPolicy>(self) -> Swa<A, S, Q> {
+        Swa {
+            acc: self.acc,
+            count: self.count,
+            skipped: self.skipped,
+            _elem: core::marker::PhantomData,
+        }
+    }
+
+    /// Elements skipped under [`Skip`](crate::Skip) since construction or
+    /// reset.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
     }
 
     /// The number of parameters.
@@ -301,29 +305,39 @@ impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>> Swa<A, S> {
         if self.count >= A::MAX_COUNT {
             return Err(Error::CountOverflow);
         }
-        let bad = match self.policy {
-            NonFinite::Reject => {
-                A::check(params)?;
-                0
-            }
-            NonFinite::Skip => params.iter().filter(|x| !A::valid(x)).count() as u64,
-        };
-        if bad == 0 {
-            A::add(self.acc.as_mut(), params);
+        let bad = if P::SKIP {
+            params.iter().filter(|x| !A::valid(x)).count() as u64
         } else {
-            let n = NonZeroU64::new(u64::from(self.count));
-            for (a, x) in self.acc.as_mut().iter_mut().zip(params) {
-                let x = match (A::valid(x), n) {
-                    (true, _) => *x,
-                    (false, Some(n)) => {
-                        let mut m = [A::PARAM_ZERO];
-                        A::mean(core::slice::from_ref(a), n, &mut m);
-                        m[0]
-                    }
-                    (false, None) => A::PARAM_ZERO,
-                };
-                A::add(core::slice::from_mut(a), core::slice::from_ref(&x));
-            }
+            A::check(params)?;
+            0
+        };
+        // One call site for the kernel: a chunk holding bad elements is
+        // copied with the elements' current means imputed.
+        let n = NonZeroU64::new(u64::from(self.count));
+        let mut tmp = [A::PARAM_ZERO; CHUNK];
+        for (a, x) in self
+            .acc
+            .as_mut()
+            .chunks_mut(CHUNK)
+            .zip(params.chunks(CHUNK))
+        {
+            let x = if P::SKIP && bad > 0 && x.iter().any(|v| !A::valid(v)) {
+                for ((t, v), a) in tmp.iter_mut().zip(x).zip(a.iter()) {
+                    *t = match (A::valid(v), n) {
+                        (true, _) => *v,
+                        (false, Some(n)) => {
+                            let mut m = [A::PARAM_ZERO];
+                            A::mean(core::slice::from_ref(a), n, &mut m);
+                            m[0]
+                        }
+                        (false, None) => A::PARAM_ZERO,
+                    };
+                }
+                tmp.get(..x.len()).unwrap_or(&[])
+            } else {
+                x
+            };
+            A::add(a, x);
         }
         self.count += 1;
         self.skipped = self.skipped.saturating_add(bad);
@@ -364,7 +378,7 @@ impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>> Swa<A, S> {
 
 /// The SWA's state: the count and the sums (each checked against the
 /// count on decode).
-impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>> Persist for Swa<A, S> {
+impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>, P: InputPolicy> Persist for Swa<A, S, P> {
     fn header(&self) -> Header {
         Header {
             kind: Kind::Swa as u8,
@@ -377,7 +391,7 @@ impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>> Persist for Swa<A, S> {
     }
 
     fn encode_body<W: ByteSink>(&self, enc: &mut Encoder<'_, W>) -> Result<(), Error> {
-        enc.u8(self.policy as u8)?;
+        enc.u8(u8::from(P::SKIP))?;
         enc.u32(self.count)?;
         enc.u64(self.skipped)?;
         for a in self.acc.as_ref() {
@@ -391,7 +405,7 @@ impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>> Persist for Swa<A, S> {
         dec: &mut Decoder<'_, R>,
         apply: bool,
     ) -> Result<(), Error> {
-        if dec.u8()? != self.policy as u8 {
+        if dec.u8()? != u8::from(P::SKIP) {
             return Err(Error::ConfigMismatch);
         }
         let count = dec.u32()?;

@@ -115,14 +115,14 @@ fn test() -> Result {
     let mut c = cargo();
     c.args(["fmt", "--all", "--check"]);
     run("cargo fmt --check", c)?;
-    let mut c = cargo();
-    c.args([
-        "fmt",
-        "--check",
-        "--manifest-path",
+    for manifest in [
         "firmware-example/Cargo.toml",
-    ]);
-    run("cargo fmt --check (firmware-example)", c)?;
+        "xtask/panic-check/Cargo.toml",
+    ] {
+        let mut c = cargo();
+        c.args(["fmt", "--check", "--manifest-path", manifest]);
+        run(&format!("cargo fmt --check ({manifest})"), c)?;
+    }
 
     let mut c = cargo();
     c.args([
@@ -171,6 +171,20 @@ fn test() -> Result {
         "warnings",
     ]);
     run("cargo clippy (firmware, thumbv7em)", c)?;
+
+    // Every public entry point, linked for Cortex-M4F with a panic handler
+    // that cannot be linked: a panic path anywhere is a link error.
+    let panic_check = root().join("xtask").join("panic-check");
+    let mut c = cargo();
+    c.current_dir(&panic_check)
+        .args(["clippy", "--release", "--", "-D", "warnings"]);
+    run("cargo clippy (panic check)", c)?;
+    let mut c = cargo();
+    c.current_dir(&panic_check).args(["build", "--release"]);
+    run(
+        "link-time panic check: every public entry point, thumbv7em, panic-never",
+        c,
+    )?;
 
     // The debug firmware keeps a panic handler that reports and exits
     // non-zero; it must build and pass too.

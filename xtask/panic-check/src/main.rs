@@ -1,0 +1,401 @@
+//! Calls every public entry point of `polyak` with inputs the optimiser
+//! cannot see through (`black_box`), in a release build for Cortex-M4F that
+//! links `panic-never`: its panic handler refers to a symbol that does not
+//! exist, so any panic path that survives optimisation makes the link
+//! fail. `cargo xtask test` builds this; it is never run.
+#![no_std]
+#![no_main]
+#![allow(unused)]
+
+use core::fmt::Write;
+use core::hint::black_box;
+
+use cortex_m_rt::entry;
+use embedded_storage::nor_flash::{
+    ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash,
+};
+use panic_never as _;
+use polyak::codec::{Persist, crc32};
+use polyak::posthoc::{PostHoc, SnapshotMeta, SnapshotSink};
+use polyak::schedule::{Decay, Schedule, gamma_to_sigma_rel, sigma_rel_to_gamma};
+use polyak::store::Store;
+use polyak::{
+    CompF32, Ema, EmaBank, EmaShadow, I1F15, I1F31, I2F62, I33F31, I49F15, InputPolicy, Q15, Q15Ef,
+    Q31, Rounding, Skip, Swa, SwaAccumulator, U1F31, merge,
+};
+
+const N: usize = 16;
+
+/// A schedule the optimiser cannot predict.
+fn schedule() -> Schedule {
+    let decay = match black_box(0u8) {
+        0 => Decay::Constant {
+            beta: black_box(0.9),
+        },
+        1 => Decay::Warmup {
+            inv_gamma: black_box(1.0),
+            power: black_box(0.7),
+            min_beta: black_box(0.0),
+            max_beta: black_box(0.999),
+        },
+        2 => Decay::HalfLife {
+            half_life: black_box(100.0),
+            per_step: black_box(1.0),
+        },
+        3 => Decay::Power {
+            gamma: black_box(7.0),
+        },
+        _ => Decay::Shift { k: black_box(6) },
+    };
+    Schedule::from_decay(decay)
+        .after(black_box(3))
+        .every(black_box(2))
+}
+
+fn rounding() -> Rounding {
+    if black_box(false) {
+        Rounding::Stochastic { seed: black_box(5) }
+    } else {
+        Rounding::NearestEven
+    }
+}
+
+/// Every Ema entry point for one shadow type, under both input policies.
+fn ema<A: EmaShadow>(params: &[A::Param], out: &mut [A::Param], alpha: A::Coef, bytes: &mut [u8]) {
+    let mut storage = [A::ZERO; N];
+    let mut other = [A::ZERO; N];
+    let made = [
+        Ema::new(&mut storage[..], black_box(0.99)).map(|_| ()),
+        Ema::with_alpha(&mut other[..], alpha).map(|_| ()),
+    ];
+    let _ = black_box(made);
+    let mut storage = [A::ZERO; N];
+    let built = match black_box(0u8) {
+        0 => Ema::with_schedule(&mut storage[..], schedule()),
+        1 => Ema::with_schedule_debiased(&mut storage[..], schedule()),
+        2 => Ema::new_debiased(&mut storage[..], black_box(0.9)),
+        _ => Ema::with_alpha_debiased(&mut storage[..], alpha),
+    };
+    let Ok(e) = built else { return };
+    let Ok(e) = e.with_rounding(rounding()) else {
+        return;
+    };
+    if black_box(true) {
+        ema_ops(e, params, out, alpha, bytes);
+    } else {
+        ema_ops(e.with_policy::<Skip>(), params, out, alpha, bytes);
+    }
+}
+
+fn ema_ops<A: EmaShadow, P: InputPolicy>(
+    mut e: Ema<A, &mut [A], P>,
+    params: &[A::Param],
+    out: &mut [A::Param],
+    alpha: A::Coef,
+    bytes: &mut [u8],
+) {
+    let _ = black_box(e.update(black_box(params)));
+    let _ = black_box(e.read_into(black_box(&mut *out)));
+    let _ = black_box(e.switch_into(black_box(&mut *out)));
+    black_box((
+        e.steps(),
+        e.ema_steps(),
+        e.saturated(),
+        e.skipped(),
+        e.len(),
+        e.is_empty(),
+        e.alpha(),
+    ));
+    black_box((e.schedule(), e.init(), e.rounding(), e.shadow().len()));
+    black_box(A::coef_to_f64(alpha));
+    let _ = black_box(e.encode(black_box(&mut *bytes)));
+    black_box(e.encoded_len());
+    let _ = black_box(e.decode(black_box(&*bytes)));
+    e.reset();
+    black_box(e.into_inner());
+}
+
+fn swa<A: SwaAccumulator>(params: &[A::Param], out: &mut [A::Param], bytes: &mut [u8]) {
+    let mut storage = [A::ZERO; N];
+    let s = Swa::new(&mut storage[..]);
+    let acc = if black_box(true) {
+        swa_ops(s, params, out, bytes)
+    } else {
+        swa_ops(s.with_policy::<Skip>(), params, out, bytes)
+    };
+    let _ = black_box(Swa::from_parts(acc, black_box(3)).map(|s| s.count()));
+}
+
+fn swa_ops<'a, A: SwaAccumulator, P: InputPolicy>(
+    mut s: Swa<A, &'a mut [A], P>,
+    params: &[A::Param],
+    out: &mut [A::Param],
+    bytes: &mut [u8],
+) -> &'a mut [A] {
+    let _ = black_box(s.update(black_box(params)));
+    let _ = black_box(s.read_into(black_box(&mut *out)));
+    black_box((
+        s.count(),
+        s.skipped(),
+        s.len(),
+        s.is_empty(),
+        s.accumulator().len(),
+    ));
+    let _ = black_box(s.encode(black_box(&mut *bytes)));
+    let _ = black_box(s.decode(black_box(&*bytes)));
+    s.reset();
+    s.into_inner()
+}
+
+fn bank<A: EmaShadow>(params: &[A::Param], out: &mut [A::Param], bytes: &mut [u8])
+where
+    A::Param: polyak::bank::MixParam,
+{
+    let mut storage = [[A::ZERO; 2]; N];
+    let built = match black_box(0u8) {
+        0 => EmaBank::with_schedules(&mut storage[..], [schedule(), schedule()]),
+        1 => EmaBank::with_schedules_debiased(&mut storage[..], [schedule(), schedule()]),
+        _ => EmaBank::new(&mut storage[..], [black_box(0.9), black_box(0.99)]),
+    };
+    let Ok(b) = built else { return };
+    let Ok(b) = b.with_rounding(rounding()) else {
+        return;
+    };
+    if black_box(true) {
+        bank_ops(b, params, out, bytes);
+    } else {
+        bank_ops(b.with_policy::<Skip>(), params, out, bytes);
+    }
+}
+
+fn bank_ops<A: EmaShadow, P: InputPolicy>(
+    mut b: EmaBank<A, &mut [[A; 2]], 2, P>,
+    params: &[A::Param],
+    out: &mut [A::Param],
+    bytes: &mut [u8],
+) where
+    A::Param: polyak::bank::MixParam,
+{
+    let _ = black_box(b.update(black_box(params)));
+    let _ = black_box(b.update_from_iter(black_box(params).iter().copied()));
+    let _ = black_box(b.read_into(black_box(1), black_box(&mut *out)));
+    let _ = black_box(b.switch_into(black_box(0), black_box(&mut *out)));
+    let _ = black_box(b.mixture_into(black_box(&[1.0, 0.5]), black_box(&mut *out)));
+    let _ = black_box(b.read_chunks(black_box(1), |c| {
+        black_box(c);
+    }));
+    black_box((
+        b.steps(),
+        b.ema_steps(),
+        b.alphas(),
+        b.saturated(),
+        b.skipped(),
+        b.len(),
+        b.schedules(),
+    ));
+    let _ = black_box(b.encode(black_box(&mut *bytes)));
+    let _ = black_box(b.decode(black_box(&*bytes)));
+    black_box(b.into_inner());
+}
+
+/// A sink that discards.
+struct Null;
+impl<T> SnapshotSink<T> for Null {
+    type Error = ();
+    fn begin(&mut self, meta: &SnapshotMeta) -> Result<(), ()> {
+        black_box(meta);
+        Ok(())
+    }
+    fn write(&mut self, chunk: &[T]) -> Result<(), ()> {
+        black_box(chunk.len());
+        Ok(())
+    }
+    fn end(&mut self) -> Result<(), ()> {
+        Ok(())
+    }
+}
+
+/// A RAM-backed NOR flash for the store, written without panic paths.
+struct RamFlash([u8; 4096]);
+
+#[derive(Debug)]
+struct FlashError;
+impl NorFlashError for FlashError {
+    fn kind(&self) -> NorFlashErrorKind {
+        NorFlashErrorKind::Other
+    }
+}
+impl ErrorType for RamFlash {
+    type Error = FlashError;
+}
+impl ReadNorFlash for RamFlash {
+    const READ_SIZE: usize = 1;
+    fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), FlashError> {
+        let start = offset as usize;
+        let src = self
+            .0
+            .get(start..start.saturating_add(bytes.len()))
+            .ok_or(FlashError)?;
+        for (d, s) in bytes.iter_mut().zip(src) {
+            *d = *s;
+        }
+        Ok(())
+    }
+    fn capacity(&self) -> usize {
+        self.0.len()
+    }
+}
+impl NorFlash for RamFlash {
+    const WRITE_SIZE: usize = 4;
+    const ERASE_SIZE: usize = 256;
+    fn erase(&mut self, from: u32, to: u32) -> Result<(), FlashError> {
+        self.0
+            .get_mut(from as usize..to as usize)
+            .ok_or(FlashError)?
+            .fill(0xFF);
+        Ok(())
+    }
+    fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), FlashError> {
+        let start = offset as usize;
+        let dst = self
+            .0
+            .get_mut(start..start.saturating_add(bytes.len()))
+            .ok_or(FlashError)?;
+        for (d, s) in dst.iter_mut().zip(bytes) {
+            *d &= s;
+        }
+        Ok(())
+    }
+}
+
+struct NullWrite;
+impl Write for NullWrite {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        black_box(s);
+        Ok(())
+    }
+}
+
+#[entry]
+fn main() -> ! {
+    let mut bytes = [0u8; 1024];
+    let pf: [f32; N] = black_box([0.5; N]);
+    let p15: [Q15; N] = black_box([Q15::ZERO; N]);
+    let p31: [Q31; N] = black_box([Q31::ZERO; N]);
+    let (mut of, mut o15, mut o31) = ([0.0f32; N], [Q15::ZERO; N], [Q31::ZERO; N]);
+    let a31 = U1F31::from_bits(black_box(1 << 20));
+
+    #[cfg(feature = "ema")]
+    {
+        ema::<f32>(&pf, &mut of, black_box(0.01), &mut bytes);
+        ema::<CompF32>(&pf, &mut of, black_box(0.01), &mut bytes);
+        ema::<I1F31>(&p15, &mut o15, a31, &mut bytes);
+        ema::<Q15Ef>(&p15, &mut o15, a31, &mut bytes);
+        ema::<I1F15>(&p15, &mut o15, a31, &mut bytes);
+        ema::<I2F62>(&p31, &mut o31, a31, &mut bytes);
+    }
+
+    #[cfg(feature = "swa")]
+    {
+        swa::<CompF32>(&pf, &mut of, &mut bytes);
+        swa::<I49F15>(&p15, &mut o15, &mut bytes);
+        swa::<I33F31>(&p31, &mut o31, &mut bytes);
+    }
+
+    #[cfg(feature = "bank")]
+    {
+        bank::<f32>(&pf, &mut of, &mut bytes);
+        bank::<CompF32>(&pf, &mut of, &mut bytes);
+        bank::<I1F31>(&p15, &mut o15, &mut bytes);
+        bank::<I2F62>(&p31, &mut o31, &mut bytes);
+    }
+
+    // merging
+    #[cfg(feature = "merge")]
+    {
+        let (mf, m15, m31) = (black_box(&pf[..]), black_box(&p15[..]), black_box(&p31[..]));
+        let _ = black_box(merge::weighted_average(
+            &[mf, mf],
+            black_box(&[1.0, 2.0]),
+            &mut of,
+        ));
+        let _ = black_box(merge::fedavg(&[mf, mf], black_box(&[1, 2]), &mut of));
+        let _ = black_box(merge::interpolate(mf, mf, black_box(0.3), &mut of));
+        let _ = black_box(merge::weighted_average(
+            &[m15, m15],
+            black_box(&[1, 2]),
+            &mut o15,
+        ));
+        let _ = black_box(merge::fedavg(&[m15, m15], black_box(&[1, 2]), &mut o15));
+        let _ = black_box(merge::interpolate(m15, m15, a31, &mut o15));
+        let _ = black_box(merge::weighted_average(
+            &[m31, m31],
+            black_box(&[1, 2]),
+            &mut o31,
+        ));
+        let _ = black_box(merge::interpolate(m31, m31, a31, &mut o31));
+    }
+
+    // schedules
+    #[cfg(feature = "schedule")]
+    {
+        let s = schedule();
+        let _ = black_box(s.validate());
+        black_box((
+            s.alpha(black_box(7)),
+            s.action(black_box(9), black_box(4)),
+            s.is_constant(),
+            s.to_bytes(),
+        ));
+        black_box(s.decay.alpha_rel_error());
+        let _ = black_box(Schedule::power_sigma_rel(black_box(0.05)));
+        let _ = black_box(sigma_rel_to_gamma(black_box(0.1)));
+        black_box(gamma_to_sigma_rel(black_box(7.0)));
+    }
+
+    // post-hoc recording
+    #[cfg(feature = "posthoc")]
+    {
+        let mut storage = [[CompF32::ZERO; 2]; N];
+        if let Ok(mut ph) = PostHoc::new(
+            &mut storage[..],
+            [black_box(0.05), black_box(0.1)],
+            black_box(4),
+        ) {
+            let _ = black_box(ph.update(&pf, &mut Null));
+            let _ = black_box(ph.snapshot(&mut Null));
+            black_box((ph.gammas(), ph.snapshots(), ph.bank().len()));
+        }
+    }
+
+    // codec and store
+    #[cfg(feature = "store")]
+    {
+        black_box(crc32(black_box(&bytes[..16])));
+        let mut flash = RamFlash([0xFF; 4096]);
+        if let Ok(mut store) = Store::new(&mut flash, black_box(0), black_box(1024)) {
+            let mut storage = [CompF32::ZERO; N];
+            if let Ok(mut e) = Ema::new(&mut storage[..], black_box(0.9)) {
+                let _ = black_box(e.update(&pf));
+                let _ = black_box(store.commit(&e));
+                let _ = black_box(store.restore(&mut e));
+                let _ = black_box(store.latest());
+            }
+        }
+    }
+
+    // errors render without panicking
+    #[cfg(feature = "errors")]
+    let _ = write!(
+        NullWrite,
+        "{}",
+        black_box(polyak::Error::LengthMismatch {
+            expected: 3,
+            found: 4
+        })
+    );
+
+    loop {
+        cortex_m_rt::heap_start();
+    }
+}

@@ -8,6 +8,7 @@
 
 pub mod bounds;
 pub mod flash;
+pub mod fuzz;
 pub mod metrics;
 pub mod naive;
 pub mod posthoc;

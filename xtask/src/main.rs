@@ -19,6 +19,9 @@ use std::time::Duration;
 
 use firmware::Board;
 
+/// Seconds of each fuzz target in `cargo xtask test`.
+const FUZZ_SMOKE_SECS: u64 = 20;
+
 /// Longest a QEMU run may take before it is killed.
 const QEMU_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -186,6 +189,8 @@ fn test() -> Result {
         c,
     )?;
 
+    fuzz_smoke(FUZZ_SMOKE_SECS)?;
+
     // The debug firmware keeps a panic handler that reports and exits
     // non-zero; it must build and pass too.
     let elf = firmware::build(Board::Mps2An386, false)?;
@@ -229,4 +234,70 @@ fn demo(board: Board) -> Result {
             "the firmware reported a failure (exit status {code:?})"
         )),
     }
+}
+
+/// Whether a command runs and succeeds.
+fn works(cmd: &mut Command) -> bool {
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `cargo` through the rustup proxy with an explicit toolchain.
+fn cargo_on(toolchain: &str) -> Command {
+    let mut c = Command::new("cargo");
+    c.arg(format!("+{toolchain}"))
+        .current_dir(root())
+        .env_remove("RUSTUP_TOOLCHAIN");
+    c
+}
+
+/// A short run of each fuzz target: `cargo fuzz` (libFuzzer) on a nightly
+/// toolchain, installing what is missing where it can; otherwise the
+/// stable mutation fuzzer over the same targets.
+fn fuzz_smoke(secs: u64) -> Result {
+    let mut nightly = works(cargo_on("nightly").arg("--version"));
+    if !nightly {
+        let mut c = Command::new("rustup");
+        c.args(["toolchain", "install", "nightly", "--profile", "minimal"]);
+        nightly = run("rustup toolchain install nightly (for cargo fuzz)", c).is_ok();
+    }
+    let mut fuzz = nightly && works(cargo_on("nightly").args(["fuzz", "--version"]));
+    if nightly && !fuzz {
+        let mut c = cargo();
+        c.args(["install", "cargo-fuzz", "--locked"]);
+        fuzz = run("cargo install cargo-fuzz", c).is_ok();
+    }
+    for target in ["decode", "ops"] {
+        if fuzz {
+            // new inputs go to target/, the committed corpus stays as it is
+            let out = root().join("target").join("fuzz-corpus").join(target);
+            std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+            let mut c = cargo_on("nightly");
+            c.args(["fuzz", "run", "--fuzz-dir", "host/fuzz", target])
+                .arg(&out)
+                .arg(root().join("host/fuzz/corpus").join(target))
+                .args(["--", &format!("-max_total_time={secs}")]);
+            run(&format!("cargo fuzz run {target} ({secs} s)"), c)?;
+        } else {
+            eprintln!(
+                "\nno nightly toolchain or cargo-fuzz here: the stable mutation fuzzer runs the targets instead"
+            );
+            let mut c = cargo();
+            c.args([
+                "run",
+                "--release",
+                "-p",
+                "polyak-host",
+                "--example",
+                "fuzz_stable",
+                "--",
+                target,
+            ])
+            .arg(secs.to_string());
+            run(&format!("fuzz_stable {target} ({secs} s)"), c)?;
+        }
+    }
+    Ok(())
 }

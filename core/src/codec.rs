@@ -67,6 +67,10 @@ pub enum Kind {
     Swa = 2,
     /// An [`EmaBank`](crate::EmaBank).
     Bank = 3,
+    /// Kinds from 0x80 up are free for applications (a composite state of
+    /// several averagers, say); the element format is then 0 and the
+    /// body's length is all in `fields`.
+    Application = 0x80,
 }
 
 // ---- CRC-32 ------------------------------------------------------------
@@ -277,6 +281,14 @@ impl<'s, W: ByteSink> Encoder<'s, W> {
     }
 }
 
+/// An encoder is itself a sink: a composite state writes the records of
+/// its parts into its own body with [`Persist::encode_to`].
+impl<W: ByteSink> ByteSink for Encoder<'_, W> {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.bytes(bytes)
+    }
+}
+
 /// Reads little-endian fields from a source in order.
 pub struct Decoder<'s, R: ByteSource> {
     src: &'s mut R,
@@ -343,6 +355,45 @@ impl<R: ByteSource> Decoder<'_, R> {
     /// [`Error::Truncated`].
     pub fn array<const N: usize>(&mut self) -> Result<[u8; N], Error> {
         self.take()
+    }
+
+    /// The next `len` bytes as a source of their own (a nested record),
+    /// and skips past them.
+    ///
+    /// # Errors
+    /// [`Error::Truncated`] if fewer bytes remain.
+    pub fn nested(&mut self, len: usize) -> Result<Nested<'_, R>, Error> {
+        let start = self.pos;
+        let end = start.checked_add(len).ok_or(Error::Truncated)?;
+        if end > self.src.len() {
+            return Err(Error::Truncated);
+        }
+        self.pos = end;
+        Ok(Nested {
+            src: &mut *self.src,
+            start,
+            len,
+        })
+    }
+}
+
+/// A window of a source: a record nested in another.
+pub struct Nested<'s, R: ByteSource> {
+    src: &'s mut R,
+    start: usize,
+    len: usize,
+}
+
+impl<R: ByteSource> ByteSource for Nested<'_, R> {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn read_at(&mut self, offset: usize, buf: &mut [u8]) -> Result<(), Error> {
+        let end = offset.checked_add(buf.len()).ok_or(Error::Truncated)?;
+        if end > self.len {
+            return Err(Error::Truncated);
+        }
+        self.src.read_at(self.start + offset, buf)
     }
 }
 
@@ -572,6 +623,20 @@ pub trait Persist {
     /// another configuration), [`Error::InvalidState`] (a value that cannot
     /// occur).
     fn decode_from<R: ByteSource>(&mut self, src: &mut R) -> Result<(), Error> {
+        self.check_from(src)?;
+        let mut dec = Decoder {
+            src,
+            pos: HEADER_LEN,
+        };
+        self.decode_body(&mut dec, true)
+    }
+
+    /// Checks a record as [`decode_from`](Self::decode_from) does, without
+    /// writing anything: `Ok` means `decode_from` would succeed.
+    ///
+    /// # Errors
+    /// As [`decode_from`](Self::decode_from).
+    fn check_from<R: ByteSource>(&mut self, src: &mut R) -> Result<(), Error> {
         let want = self.header();
         let total = self.encoded_len();
         if src.len() < HEADER_LEN {
@@ -608,12 +673,7 @@ pub trait Persist {
             src,
             pos: HEADER_LEN,
         };
-        self.decode_body(&mut dec, false)?;
-        let mut dec = Decoder {
-            src: dec.src,
-            pos: HEADER_LEN,
-        };
-        self.decode_body(&mut dec, true)
+        self.decode_body(&mut dec, false)
     }
 
     /// Restores the state from bytes; see [`decode_from`](Self::decode_from).

@@ -23,7 +23,8 @@ mod firmware {
     use cortex_m_rt::{ExceptionFrame, entry, exception};
     use cortex_m_semihosting::debug::{self, EXIT_FAILURE, EXIT_SUCCESS};
     use demo::sensor::{Sensor, SimSensor};
-    use demo::train::{Buffers, Config, Row, RunError, run};
+    use demo::train::{Buffers, Checkpoint, Config, Row, RunError, Trainer, run};
+    use polyak::store::Store;
 
     /// Weights of the model.
     #[cfg(board = "microbit")]
@@ -47,12 +48,23 @@ mod firmware {
         }
     }
 
+    /// Steps between checkpoints in persistence mode.
+    const SAVE_EVERY: u32 = 1000;
+
     #[entry]
     fn main() -> ! {
         let Some(bufs) = cortex_m::singleton!(: Buffers<D> = Buffers::new()) else {
             defmt::println!("error: buffers already taken");
             exit(false);
         };
+        // QEMU's command line is the kernel's path, then `-append`'s text
+        let mut line = [0u8; 256];
+        let n = hostfs::cmdline(&mut line);
+        let args = line.get(..n).unwrap_or(&[]);
+        if args.windows(7).any(|w| w == b"persist") {
+            let stop = parse_stop(args);
+            persist(bufs, stop);
+        }
         defmt::println!(
             "info board={=str} weights={=usize} buffers={=usize}B seeds={=usize}",
             BOARD,
@@ -137,6 +149,126 @@ mod firmware {
         exit(all_ok);
     }
 
+    /// `stop=N` in the command line, if any.
+    fn parse_stop(args: &[u8]) -> Option<u32> {
+        let at = args.windows(5).position(|w| w == b"stop=")?;
+        let digits = args
+            .get(at + 5..)?
+            .iter()
+            .take_while(|c| c.is_ascii_digit());
+        Some(digits.fold(0u32, |v, c| {
+            v.saturating_mul(10).saturating_add(u32::from(c - b'0'))
+        }))
+    }
+
+    /// Persistence mode: train seed 1, committing a checkpoint to the
+    /// emulated flash (and the host image file) every `SAVE_EVERY` steps;
+    /// on start, resume from the newest checkpoint if there is one. With
+    /// `stop=N` the run ends at step N (a power loss).
+    fn persist(bufs: &'static mut Buffers<D>, stop: Option<u32>) -> ! {
+        let Some(flash) =
+            cortex_m::singleton!(: flash::RamFlash = flash::RamFlash([0xFF; flash::SIZE]))
+        else {
+            exit(false);
+        };
+        let loaded = flash.load();
+        let cfg = Config::new(1);
+        let sim = SimSensor::<D>::new(cfg.seed, cfg.noise);
+        let w_star = *sim.w_star();
+        let Ok(mut sensor) = Sensor::new(sim) else {
+            exit(false)
+        };
+        let Ok(mut trainer) = Trainer::new(&cfg, bufs) else {
+            exit(false)
+        };
+        let slot = (flash::SIZE / 2) as u32;
+        let restored = match Store::new(&mut *flash, 0, slot) {
+            Ok(mut store) => {
+                let mut ck = Checkpoint {
+                    trainer: &mut trainer,
+                    sensor: 0,
+                };
+                match store.restore(&mut ck) {
+                    Ok(Some(seq)) => {
+                        let pos = ck.sensor;
+                        sensor.bus_mut().set_stream_state(pos);
+                        Some(seq)
+                    }
+                    _ => None,
+                }
+            }
+            Err(_) => exit(false),
+        };
+        match restored {
+            Some(seq) => defmt::println!(
+                "persist restored=true step={=u32} seq={=u32} image={=bool}",
+                trainer.step(),
+                seq,
+                loaded
+            ),
+            None => defmt::println!("persist restored=false step=0 image={=bool}", loaded),
+        }
+        while !trainer.done() {
+            let row = |r: &Row| {
+                defmt::println!(
+                    "row seed=1 step={=u32} last={=f32} ema={=f32} ema_q15={=f32} swa={=f32} switch={=f32}",
+                    r.step,
+                    r.last,
+                    r.ema,
+                    r.ema_q15,
+                    r.swa,
+                    r.switch
+                );
+            };
+            if trainer.advance(&mut sensor, &w_star, row).is_err() {
+                defmt::println!("error seed=1 training failed");
+                exit(false);
+            }
+            let step = trainer.step();
+            if step.checked_rem(SAVE_EVERY) == Some(0) {
+                let pos = sensor.bus().stream_state();
+                let Ok(mut store) = Store::new(&mut *flash, 0, slot) else {
+                    exit(false)
+                };
+                match store.commit(&Checkpoint {
+                    trainer: &mut trainer,
+                    sensor: pos,
+                }) {
+                    Ok(seq) => defmt::println!("persist saved step={=u32} seq={=u32}", step, seq),
+                    Err(_) => {
+                        defmt::println!("error persist commit failed");
+                        exit(false);
+                    }
+                }
+                if !flash.save() {
+                    defmt::println!("error persist image not written");
+                    exit(false);
+                }
+            }
+            if stop == Some(step) {
+                defmt::println!("persist stopped step={=u32}", step);
+                exit(true);
+            }
+        }
+        match trainer.summary::<()>() {
+            Ok(s) => {
+                let c = s.checksums;
+                defmt::println!(
+                    "sum seed=1 last={=u32:#010x} ema={=u32:#010x} ema_q15={=u32:#010x} ema_q15_shadow={=u32:#010x} swa={=u32:#010x} switch={=u32:#010x} q15_saturated={=u32}",
+                    c.last,
+                    c.ema,
+                    c.ema_q15,
+                    c.ema_q15_shadow,
+                    c.swa,
+                    c.switch,
+                    s.q15_saturated
+                );
+                exit(true);
+            }
+            Err(_) => exit(false),
+        }
+    }
+
     #[allow(unsafe_code)]
     // SAFETY: cortex-m-rt requires the HardFault handler to be an `unsafe
     // fn`; this one only reads the stacked frame it is given and exits.
@@ -163,6 +295,155 @@ mod firmware {
     /// proven panic-free.
     #[cfg(not(debug_assertions))]
     use panic_never as _;
+
+    /// Files on the host through semihosting: the emulated flash image
+    /// survives from one QEMU run to the next in a host file.
+    mod hostfs {
+        #![allow(unsafe_code)]
+
+        use cortex_m_semihosting::{nr, syscall, syscall1};
+
+        /// An open host file.
+        pub struct File(usize);
+
+        impl File {
+            /// Opens `path` (NUL-terminated) with a semihosting mode
+            /// (`nr::open::R_BINARY`, `W_TRUNC_BINARY`).
+            pub fn open(path: &[u8], mode: usize) -> Option<File> {
+                let len = path.len().saturating_sub(1);
+                // SAFETY: OPEN reads `len` bytes at `path` (a live,
+                // NUL-terminated buffer) and returns a handle or -1.
+                let h = unsafe { syscall(nr::OPEN, &[path.as_ptr() as usize, mode, len]) };
+                (h != usize::MAX).then_some(File(h))
+            }
+
+            /// Reads up to `buf.len()` bytes; returns how many were read.
+            pub fn read(&mut self, buf: &mut [u8]) -> usize {
+                // SAFETY: READ writes at most `buf.len()` bytes into `buf`,
+                // which is live and exclusively borrowed; it returns the
+                // count NOT read.
+                let left =
+                    unsafe { syscall(nr::READ, &[self.0, buf.as_mut_ptr() as usize, buf.len()]) };
+                buf.len().saturating_sub(left)
+            }
+
+            /// Writes all of `buf`; returns whether the host took it.
+            pub fn write(&mut self, buf: &[u8]) -> bool {
+                // SAFETY: WRITE reads `buf.len()` bytes of `buf`; it returns
+                // the count NOT written.
+                unsafe { syscall(nr::WRITE, &[self.0, buf.as_ptr() as usize, buf.len()]) == 0 }
+            }
+        }
+
+        impl Drop for File {
+            fn drop(&mut self) {
+                // SAFETY: CLOSE takes the handle OPEN returned.
+                unsafe {
+                    syscall(nr::CLOSE, &[self.0]);
+                }
+            }
+        }
+
+        /// The command line QEMU was given with `-append`, into `buf`;
+        /// returns its length (0 if there is none).
+        pub fn cmdline(buf: &mut [u8]) -> usize {
+            let mut block = [buf.as_mut_ptr() as usize, buf.len()];
+            // SAFETY: GET_CMDLINE writes at most block[1] bytes at block[0]
+            // (`buf`, exclusively borrowed) and the length into block[1];
+            // `block` outlives the call.
+            let r = unsafe { syscall1(nr::GET_CMDLINE, block.as_mut_ptr() as usize) };
+            if r == 0 { block[1].min(buf.len()) } else { 0 }
+        }
+    }
+
+    /// A NOR flash emulated in RAM (4-byte words, 1 KiB sectors), loaded
+    /// from and saved to a host file.
+    mod flash {
+        use embedded_storage::nor_flash::{
+            ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash,
+        };
+
+        use super::hostfs::File;
+
+        /// Bytes of emulated flash.
+        pub const SIZE: usize = 8192;
+        const IMAGE: &[u8] = b"polyak-flash.img\0";
+
+        /// The flash contents.
+        pub struct RamFlash(pub [u8; SIZE]);
+
+        /// Out of bounds or misaligned.
+        #[derive(Debug)]
+        pub struct FlashError;
+
+        impl NorFlashError for FlashError {
+            fn kind(&self) -> NorFlashErrorKind {
+                NorFlashErrorKind::OutOfBounds
+            }
+        }
+
+        impl ErrorType for RamFlash {
+            type Error = FlashError;
+        }
+
+        impl ReadNorFlash for RamFlash {
+            const READ_SIZE: usize = 1;
+            fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), FlashError> {
+                let start = offset as usize;
+                let src = self
+                    .0
+                    .get(start..start.saturating_add(bytes.len()))
+                    .ok_or(FlashError)?;
+                for (d, s) in bytes.iter_mut().zip(src) {
+                    *d = *s;
+                }
+                Ok(())
+            }
+            fn capacity(&self) -> usize {
+                SIZE
+            }
+        }
+
+        impl NorFlash for RamFlash {
+            const WRITE_SIZE: usize = 4;
+            const ERASE_SIZE: usize = 1024;
+            fn erase(&mut self, from: u32, to: u32) -> Result<(), FlashError> {
+                self.0
+                    .get_mut(from as usize..to as usize)
+                    .ok_or(FlashError)?
+                    .fill(0xFF);
+                Ok(())
+            }
+            fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), FlashError> {
+                let start = offset as usize;
+                let dst = self
+                    .0
+                    .get_mut(start..start.saturating_add(bytes.len()))
+                    .ok_or(FlashError)?;
+                for (d, s) in dst.iter_mut().zip(bytes) {
+                    *d &= *s; // NOR: bits only go from 1 to 0
+                }
+                Ok(())
+            }
+        }
+
+        impl RamFlash {
+            /// Loads the image from the host file; erased flash if none.
+            pub fn load(&mut self) -> bool {
+                self.0.fill(0xFF);
+                match File::open(IMAGE, cortex_m_semihosting::nr::open::R_BINARY) {
+                    Some(mut f) => f.read(&mut self.0) == SIZE,
+                    None => false,
+                }
+            }
+
+            /// Saves the image to the host file.
+            pub fn save(&self) -> bool {
+                File::open(IMAGE, cortex_m_semihosting::nr::open::W_TRUNC_BINARY)
+                    .is_some_and(|mut f| f.write(&self.0))
+            }
+        }
+    }
 
     mod logger {
         //! A `defmt` global logger over semihosting stdout that cannot

@@ -56,6 +56,16 @@ impl<const D: usize> SimSensor<D> {
         }
     }
 
+    /// The position of the simulated sample stream (to save it).
+    pub fn stream_state(&self) -> u64 {
+        self.rng.state()
+    }
+
+    /// Moves the sample stream to a saved position.
+    pub fn set_stream_state(&mut self, state: u64) {
+        self.rng = Rng::new(state);
+    }
+
     /// The true weights (known to the simulation, not to the learner).
     pub fn w_star(&self) -> &[f32; D] {
         &self.w_star
@@ -151,6 +161,16 @@ impl<I: I2c> Sensor<I> {
             return Err(SensorError::WrongDevice(id[0]));
         }
         Ok(Self { i2c })
+    }
+
+    /// The bus (for a simulated device: the device model).
+    pub fn bus(&self) -> &I {
+        &self.i2c
+    }
+
+    /// The bus, mutably.
+    pub fn bus_mut(&mut self) -> &mut I {
+        &mut self.i2c
     }
 
     /// Reads one sample: fills `x` (whose length is the feature count) and

@@ -12,6 +12,7 @@
 //! seed, so it needs no storage) and handed to a callback.
 
 use embedded_hal::i2c::I2c;
+use polyak::codec::{ByteSink, ByteSource, Decoder, Encoder, Header, Kind, Persist};
 use polyak::{CompF32, I1F31, Q15};
 
 use self::ops::{Ema32, EmaComp, EmaQ15, Swa32};
@@ -241,7 +242,282 @@ fn to_q15(w: &[f32], q: &mut [Q15]) -> u32 {
     saturated
 }
 
-/// Runs the training loop against `sensor`, whose true weights are
+/// A training run that can be stepped, saved and resumed: the SGD
+/// weights, the four averagers over borrowed buffers, and the counters.
+pub struct Trainer<'b, const D: usize> {
+    cfg: Config,
+    step: u32,
+    q15_saturated: u32,
+    last_row: Option<Row>,
+    w: &'b mut [f32; D],
+    w_switch: &'b mut [f32; D],
+    x: &'b mut [f32; D],
+    q: &'b mut [Q15; D],
+    read: &'b mut [f32; D],
+    ema: Ema32<'b>,
+    ema_q15: EmaQ15<'b>,
+    swa: Swa32<'b>,
+    switch_ema: EmaComp<'b>,
+}
+
+impl<'b, const D: usize> Trainer<'b, D> {
+    /// A fresh run over `bufs`.
+    ///
+    /// # Errors
+    /// [`polyak::Error::InvalidDecay`] for a bad β in `cfg`.
+    pub fn new(cfg: &Config, bufs: &'b mut Buffers<D>) -> Result<Self, polyak::Error> {
+        let Buffers {
+            w,
+            w_switch,
+            x,
+            q,
+            read,
+            ema,
+            ema_q15,
+            swa,
+            switch_ema,
+        } = bufs;
+        w.fill(0.0);
+        w_switch.fill(0.0);
+        Ok(Self {
+            cfg: *cfg,
+            step: 0,
+            q15_saturated: 0,
+            last_row: None,
+            w,
+            w_switch,
+            x,
+            q,
+            read,
+            ema: Ema32::new(&mut ema[..], cfg.beta)?,
+            ema_q15: EmaQ15::new(&mut ema_q15[..], cfg.beta)?,
+            swa: Swa32::new(&mut swa[..]),
+            switch_ema: EmaComp::new(&mut switch_ema[..], cfg.beta)?,
+        })
+    }
+
+    /// Steps taken.
+    pub fn step(&self) -> u32 {
+        self.step
+    }
+
+    /// Whether every step of the run is done.
+    pub fn done(&self) -> bool {
+        self.step >= self.cfg.steps
+    }
+
+    /// One SGD step and every averager's update; at evaluation steps the
+    /// excess risks go to `on_row`.
+    ///
+    /// # Errors
+    /// [`RunError`] if the sensor, an averager or the arithmetic fails.
+    pub fn advance<I: I2c>(
+        &mut self,
+        sensor: &mut Sensor<I>,
+        w_star: &[f32; D],
+        mut on_row: impl FnMut(&Row),
+    ) -> Result<(), RunError<I::Error>> {
+        let cfg = self.cfg;
+        let step = self.step + 1;
+        let y = sensor.read_sample(self.x).map_err(RunError::Sensor)?;
+        sgd(self.w, self.x, y, cfg.lr);
+        sgd(self.w_switch, self.x, y, cfg.lr);
+        ops::ema_f32_update(&mut self.ema, self.w)?;
+        self.q15_saturated += to_q15(self.w, self.q);
+        ops::ema_q15_update(&mut self.ema_q15, self.q)?;
+        if step > cfg.steps / 2 {
+            ops::swa_update(&mut self.swa, self.w)?;
+        }
+        ops::ema_comp_update(&mut self.switch_ema, self.w_switch)?;
+        if step.checked_rem(cfg.switch_every) == Some(0) {
+            // Switch EMA: the model continues from its average.
+            ops::ema_comp_read(&self.switch_ema, self.w_switch)?;
+        }
+        self.step = step;
+        if step.checked_rem(cfg.eval_every) == Some(0) || step == cfg.steps {
+            let row = self.evaluate(w_star)?;
+            on_row(&row);
+            self.last_row = Some(row);
+        }
+        Ok(())
+    }
+
+    fn evaluate<E>(&mut self, w_star: &[f32; D]) -> Result<Row, RunError<E>> {
+        let mut ema_read = [0.0f32; D];
+        let mut q15_read = [0.0f32; D];
+        let mut swa_read = [f32::NAN; D];
+        ops::ema_f32_read(&self.ema, &mut ema_read)?;
+        ops::ema_q15_read(&self.ema_q15, self.q)?;
+        for (f, q) in q15_read.iter_mut().zip(self.q.iter()) {
+            *f = q15_to_f32(q.to_bits());
+        }
+        let swa_ready = self.swa.count() > 0;
+        if swa_ready {
+            ops::swa_read(&self.swa, &mut swa_read)?;
+        }
+        ops::ema_comp_read(&self.switch_ema, self.read)?;
+        let sets: [&[f32]; 5] = [self.w, &ema_read, &q15_read, &swa_read, self.read];
+        let mut risks = [0.0f32; 5];
+        excess_risks(&self.cfg, w_star, &sets, &mut risks);
+        if !swa_ready {
+            risks[3] = f32::NAN;
+        }
+        let [last, e, eq, s, sw] = risks;
+        if [last, e, eq, sw].iter().any(|r| !r.is_finite()) {
+            return Err(RunError::NonFinite);
+        }
+        Ok(Row {
+            step: self.step,
+            last,
+            ema: e,
+            ema_q15: eq,
+            swa: s,
+            switch: sw,
+        })
+    }
+
+    /// Checksums of every buffer, and the last evaluation.
+    ///
+    /// # Errors
+    /// [`RunError`] if no evaluation has happened or a read fails.
+    pub fn summary<E>(&mut self) -> Result<Summary, RunError<E>> {
+        let last_row = self.last_row.ok_or(RunError::NonFinite)?;
+        let bits = |v: &[f32]| fnv1a(v.iter().map(|x| x.to_bits()));
+        ops::ema_f32_read(&self.ema, self.read)?;
+        let ema_sum = bits(self.read);
+        ops::ema_q15_read(&self.ema_q15, self.q)?;
+        let q15_sum = fnv1a(self.q.iter().map(|v| u32::from(v.to_bits() as u16)));
+        let q15_shadow = fnv1a(self.ema_q15.shadow().iter().map(|v| v.to_bits() as u32));
+        ops::swa_read(&self.swa, self.read)?;
+        let swa_sum = bits(self.read);
+        ops::ema_comp_read(&self.switch_ema, self.read)?;
+        let switch_sum = bits(self.read);
+        Ok(Summary {
+            last_row,
+            checksums: Checksums {
+                last: bits(self.w),
+                ema: ema_sum,
+                ema_q15: q15_sum,
+                ema_q15_shadow: q15_shadow,
+                swa: swa_sum,
+                switch: switch_sum,
+            },
+            q15_saturated: self.q15_saturated,
+        })
+    }
+}
+
+/// Everything needed to resume a run: the trainer (SGD weights, counters,
+/// the four averagers) and the position of the sensor's sample stream,
+/// saved as one record (so the store commits all of it or none of it).
+pub struct Checkpoint<'t, 'b, const D: usize> {
+    /// The run.
+    pub trainer: &'t mut Trainer<'b, D>,
+    /// The sensor stream's position.
+    pub sensor: u64,
+}
+
+impl<const D: usize> Checkpoint<'_, '_, D> {
+    fn parts(&self) -> [usize; 4] {
+        let t = &*self.trainer;
+        [
+            t.ema.encoded_len(),
+            t.ema_q15.encoded_len(),
+            t.swa.encoded_len(),
+            t.switch_ema.encoded_len(),
+        ]
+    }
+}
+
+/// A composite record (application kind 0x80): step, counters, sensor
+/// position, the two SGD weight vectors, then the four averagers' own
+/// records, each preceded by its length.
+impl<const D: usize> Persist for Checkpoint<'_, '_, D> {
+    fn header(&self) -> Header {
+        let nested: usize = self.parts().iter().map(|n| n + 4).sum();
+        Header {
+            kind: Kind::Application as u8,
+            format: 0,
+            len: D as u32,
+            layout: 0,
+            fields: (4 + 4 + 8 + 8 * D + nested) as u32,
+            members: 1,
+        }
+    }
+
+    fn encode_body<W: ByteSink>(&self, enc: &mut Encoder<'_, W>) -> Result<(), polyak::Error> {
+        let t = &*self.trainer;
+        enc.u32(t.step)?;
+        enc.u32(t.q15_saturated)?;
+        enc.u64(self.sensor)?;
+        for v in t.w.iter().chain(t.w_switch.iter()) {
+            enc.f32(*v)?;
+        }
+        let [a, b, c, d] = self.parts();
+        enc.u32(a as u32)?;
+        t.ema.encode_to(enc)?;
+        enc.u32(b as u32)?;
+        t.ema_q15.encode_to(enc)?;
+        enc.u32(c as u32)?;
+        t.swa.encode_to(enc)?;
+        enc.u32(d as u32)?;
+        t.switch_ema.encode_to(enc)
+    }
+
+    fn decode_body<R: ByteSource>(
+        &mut self,
+        dec: &mut Decoder<'_, R>,
+        apply: bool,
+    ) -> Result<(), polyak::Error> {
+        let step = dec.u32()?;
+        let saturated = dec.u32()?;
+        let sensor = dec.u64()?;
+        let mut w = [0.0f32; D];
+        let mut w_switch = [0.0f32; D];
+        for v in w.iter_mut().chain(w_switch.iter_mut()) {
+            *v = dec.elem::<f32>()?;
+        }
+        if step > self.trainer.cfg.steps {
+            return Err(polyak::Error::InvalidState);
+        }
+        let [a, b, c, d] = self.parts();
+        let t = &mut *self.trainer;
+        part(&mut t.ema, dec, a, apply)?;
+        part(&mut t.ema_q15, dec, b, apply)?;
+        part(&mut t.swa, dec, c, apply)?;
+        part(&mut t.switch_ema, dec, d, apply)?;
+        if apply {
+            t.step = step;
+            t.q15_saturated = saturated;
+            *t.w = w;
+            *t.w_switch = w_switch;
+            t.last_row = None;
+            self.sensor = sensor;
+        }
+        Ok(())
+    }
+}
+
+/// One nested averager record: its length must match, then it is checked
+/// (or restored when `apply`).
+fn part<P: Persist, R: ByteSource>(
+    p: &mut P,
+    dec: &mut Decoder<'_, R>,
+    len: usize,
+    apply: bool,
+) -> Result<(), polyak::Error> {
+    if dec.u32()? as usize != len {
+        return Err(polyak::Error::InvalidState);
+    }
+    let mut nested = dec.nested(len)?;
+    if apply {
+        p.decode_from(&mut nested)
+    } else {
+        p.check_from(&mut nested)
+    }
+}
+
+/// Runs the whole training loop against `sensor`, whose true weights are
 /// `w_star`, calling `on_row` at every evaluation.
 ///
 /// # Errors
@@ -253,102 +529,11 @@ pub fn run<const D: usize, I: I2c>(
     bufs: &mut Buffers<D>,
     mut on_row: impl FnMut(&Row),
 ) -> Result<Summary, RunError<I::Error>> {
-    let Buffers {
-        w,
-        w_switch,
-        x,
-        q,
-        read,
-        ema,
-        ema_q15,
-        swa,
-        switch_ema,
-    } = bufs;
-    w.fill(0.0);
-    w_switch.fill(0.0);
-    let mut ema = Ema32::new(&mut ema[..], cfg.beta)?;
-    let mut ema_q15 = EmaQ15::new(&mut ema_q15[..], cfg.beta)?;
-    let mut swa = Swa32::new(&mut swa[..]);
-    let mut switch_ema = EmaComp::new(&mut switch_ema[..], cfg.beta)?;
-    let swa_start = cfg.steps / 2;
-    let mut q15_saturated = 0u32;
-    let mut last_row = None;
-
-    for step in 1..=cfg.steps {
-        let y = sensor.read_sample(x).map_err(RunError::Sensor)?;
-        sgd(w, x, y, cfg.lr);
-        sgd(w_switch, x, y, cfg.lr);
-        ops::ema_f32_update(&mut ema, w)?;
-        q15_saturated += to_q15(w, q);
-        ops::ema_q15_update(&mut ema_q15, q)?;
-        if step > swa_start {
-            ops::swa_update(&mut swa, w)?;
-        }
-        ops::ema_comp_update(&mut switch_ema, w_switch)?;
-        if step.checked_rem(cfg.switch_every) == Some(0) {
-            // Switch EMA: the model continues from its average.
-            ops::ema_comp_read(&switch_ema, w_switch)?;
-        }
-        if step.checked_rem(cfg.eval_every) == Some(0) || step == cfg.steps {
-            let mut ema_read = [0.0f32; D];
-            let mut q15_read = [0.0f32; D];
-            let mut swa_read = [f32::NAN; D];
-            ops::ema_f32_read(&ema, &mut ema_read)?;
-            ops::ema_q15_read(&ema_q15, q)?;
-            for (f, q) in q15_read.iter_mut().zip(q.iter()) {
-                *f = q15_to_f32(q.to_bits());
-            }
-            let swa_ready = swa.count() > 0;
-            if swa_ready {
-                ops::swa_read(&swa, &mut swa_read)?;
-            }
-            ops::ema_comp_read(&switch_ema, read)?;
-            let sets: [&[f32]; 5] = [w, &ema_read, &q15_read, &swa_read, read];
-            let mut risks = [0.0f32; 5];
-            excess_risks(cfg, w_star, &sets, &mut risks);
-            if !swa_ready {
-                risks[3] = f32::NAN;
-            }
-            let [last, e, eq, s, sw] = risks;
-            if [last, e, eq, sw].iter().any(|r| !r.is_finite()) {
-                return Err(RunError::NonFinite);
-            }
-            let row = Row {
-                step,
-                last,
-                ema: e,
-                ema_q15: eq,
-                swa: s,
-                switch: sw,
-            };
-            on_row(&row);
-            last_row = Some(row);
-        }
+    let mut t = Trainer::new(cfg, bufs)?;
+    while !t.done() {
+        t.advance(sensor, w_star, &mut on_row)?;
     }
-    let last_row = last_row.ok_or(RunError::NonFinite)?;
-
-    let bits = |v: &[f32]| fnv1a(v.iter().map(|x| x.to_bits()));
-    ops::ema_f32_read(&ema, read)?;
-    let ema_sum = bits(read);
-    ops::ema_q15_read(&ema_q15, q)?;
-    let q15_sum = fnv1a(q.iter().map(|v| u32::from(v.to_bits() as u16)));
-    let q15_shadow = fnv1a(ema_q15.shadow().iter().map(|v| v.to_bits() as u32));
-    ops::swa_read(&swa, read)?;
-    let swa_sum = bits(read);
-    ops::ema_comp_read(&switch_ema, read)?;
-    let switch_sum = bits(read);
-    Ok(Summary {
-        last_row,
-        checksums: Checksums {
-            last: bits(w),
-            ema: ema_sum,
-            ema_q15: q15_sum,
-            ema_q15_shadow: q15_shadow,
-            swa: swa_sum,
-            switch: switch_sum,
-        },
-        q15_saturated,
-    })
+    t.summary()
 }
 
 /// `mean_j ((w − w*)·x_j)²` over the held-out set, for every `w` in `sets`.

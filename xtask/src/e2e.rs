@@ -6,7 +6,7 @@ use demo::sensor::{Sensor, SimSensor};
 use demo::train::{Buffers, Checksums, Config, run};
 
 use crate::Result;
-use crate::firmware::{Board, Output, Record};
+use crate::firmware::{self, Board, Output, Record};
 
 fn host_run<const D: usize>(seed: u64) -> Result<Checksums> {
     let cfg = Config::new(seed);
@@ -86,4 +86,125 @@ pub(crate) fn check(board: Board, out: &Output) -> Result {
         return Err(format!("{}: no checksums in the output", board.name()));
     }
     Ok(())
+}
+
+/// Power loss and restart: run the firmware's persistence mode until step
+/// `stop` (it commits a checkpoint every 1000 steps to emulated flash backed
+/// by a host file), then run it again: it must restore that checkpoint and
+/// finish with exactly the checksums of an uninterrupted run.
+pub(crate) fn check_persistence(elf: &std::path::PathBuf, timeout: std::time::Duration) -> Result {
+    let board = Board::Mps2An386;
+    let dir = crate::root().join("target").join("persist-e2e");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let stop = 6000;
+    let first =
+        firmware::run_qemu_with(board, elf, timeout, &dir, &format!("persist stop={stop}"))?;
+    let second = firmware::run_qemu_with(board, elf, timeout, &dir, "persist")?;
+    let has = |out: &Output, prefix: &str| out.lines.iter().any(|l| l.starts_with(prefix));
+    if first.exit_code != Some(0) || !has(&first, &format!("persist stopped step={stop}")) {
+        return Err(format!(
+            "first run did not stop at {stop}: {:?}\n{}",
+            first.exit_code,
+            first.lines.join("\n")
+        ));
+    }
+    let restored = second
+        .lines
+        .iter()
+        .find(|l| l.starts_with("persist restored=true"))
+        .cloned()
+        .unwrap_or_default();
+    if second.exit_code != Some(0) || Record::parse(&restored).get("step") != stop.to_string() {
+        return Err(format!(
+            "second run did not restore step {stop}: {:?}\n{}",
+            second.exit_code,
+            second.lines.join("\n")
+        ));
+    }
+    let host = host_checksums(board, 1)?;
+    let sum = second
+        .lines
+        .iter()
+        .map(|l| Record::parse(l))
+        .find(|r| r.kind == "sum")
+        .ok_or("no checksums after the restart")?;
+    for (key, want) in [
+        ("last", host.last),
+        ("ema", host.ema),
+        ("ema_q15", host.ema_q15),
+        ("ema_q15_shadow", host.ema_q15_shadow),
+        ("swa", host.swa),
+        ("switch", host.switch),
+    ] {
+        if sum.get(key) != format!("{want:#010x}") {
+            return Err(format!(
+                "after the restart `{key}` differs from an uninterrupted run: device {}, host {want:#010x}",
+                sum.get(key)
+            ));
+        }
+    }
+    println!(
+        "  stopped at step {stop}, restarted: {restored}; checksums after the restart == an uninterrupted run"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use demo::train::{Checkpoint, Trainer};
+    use polyak::codec::Persist;
+
+    /// The same resume on the host: encode a checkpoint halfway, decode it
+    /// into a fresh trainer, finish; the checksums match an uninterrupted
+    /// run.
+    #[test]
+    fn checkpoint_resumes_bit_for_bit() {
+        const D: usize = 32;
+        let cfg = Config::new(1);
+        let sim = SimSensor::<D>::new(cfg.seed, cfg.noise);
+        let w_star = *sim.w_star();
+        let mut sensor = Sensor::new(sim).unwrap();
+        let mut bufs = Box::new(Buffers::<D>::new());
+        let mut t = Trainer::new(&cfg, &mut bufs).unwrap();
+        for _ in 0..5000 {
+            t.advance(&mut sensor, &w_star, |_| {}).unwrap();
+        }
+        let pos = sensor.bus().stream_state();
+        let ck = Checkpoint {
+            trainer: &mut t,
+            sensor: pos,
+        };
+        let mut rec = vec![0u8; ck.encoded_len()];
+        ck.encode(&mut rec).unwrap();
+
+        let mut bufs2 = Box::new(Buffers::<D>::new());
+        let mut t2 = Trainer::new(&cfg, &mut bufs2).unwrap();
+        let mut ck2 = Checkpoint {
+            trainer: &mut t2,
+            sensor: 0,
+        };
+        ck2.decode(&rec).unwrap();
+        let pos2 = ck2.sensor;
+        // a corrupt record changes nothing
+        let mut bad = rec.clone();
+        bad[100] ^= 1;
+        assert_eq!(
+            Checkpoint {
+                trainer: &mut t2,
+                sensor: 0
+            }
+            .decode(&bad),
+            Err(polyak::Error::BadChecksum)
+        );
+        let mut sensor2 = Sensor::new(SimSensor::<D>::new(cfg.seed, cfg.noise)).unwrap();
+        sensor2.bus_mut().set_stream_state(pos2);
+        assert_eq!(t2.step(), 5000);
+        while !t2.done() {
+            t2.advance(&mut sensor2, &w_star, |_| {}).unwrap();
+        }
+        let resumed = t2.summary::<()>().unwrap().checksums;
+        assert_eq!(resumed, host_run::<D>(1).unwrap());
+    }
 }

@@ -147,6 +147,18 @@ pub(crate) fn ensure_qemu() -> Result {
 /// Runs `elf` under QEMU (deterministic instruction counting, semihosting
 /// to stdout), with a timeout, and decodes the defmt stream.
 pub(crate) fn run_qemu(board: Board, elf: &PathBuf, timeout: Duration) -> Result<Output> {
+    run_qemu_with(board, elf, timeout, &root(), "")
+}
+
+/// As [`run_qemu`], in directory `cwd` (where semihosting files go) and
+/// with `append` as the command line the firmware can read.
+pub(crate) fn run_qemu_with(
+    board: Board,
+    elf: &PathBuf,
+    timeout: Duration,
+    cwd: &std::path::Path,
+    append: &str,
+) -> Result<Output> {
     ensure_qemu()?;
     let bytes = std::fs::read(elf).map_err(|e| format!("read {}: {e}", elf.display()))?;
     let table = defmt_decoder::Table::parse(&bytes)
@@ -160,6 +172,12 @@ pub(crate) fn run_qemu(board: Board, elf: &PathBuf, timeout: Duration) -> Result
         .args(["-icount", "shift=0,align=off,sleep=off"])
         .arg("-kernel")
         .arg(elf)
+        .args(if append.is_empty() {
+            vec![]
+        } else {
+            vec!["-append", append]
+        })
+        .current_dir(cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()

@@ -201,6 +201,14 @@ fn test() -> Result {
     let out = firmware::run_qemu(Board::Mps2An386, &elf, QEMU_TIMEOUT)?;
     e2e::check(Board::Mps2An386, &out)?;
 
+    // A power loss and a restart from the emulated flash.
+    let elf = firmware::build(Board::Mps2An386, true)?;
+    eprintln!(
+        "\n== QEMU persistence: stop, restart, resume ({})",
+        Board::Mps2An386.name()
+    );
+    e2e::check_persistence(&elf, QEMU_TIMEOUT)?;
+
     // The release firmware links a panic handler that cannot be linked, so
     // building it proves the kernels it uses are free of panic paths.
     for board in Board::ALL {

@@ -19,6 +19,7 @@ pub(crate) struct Entry {
 /// The sizes read from one firmware ELF.
 pub(crate) struct Report {
     pub(crate) kernels: Vec<Entry>,
+    pub(crate) persistence: Vec<Entry>,
     pub(crate) flash: u64,
     pub(crate) ram: u64,
 }
@@ -27,6 +28,25 @@ impl Report {
     pub(crate) fn kernel_total(&self) -> u64 {
         self.kernels.iter().map(|e| e.bytes).sum()
     }
+
+    pub(crate) fn persistence_total(&self) -> u64 {
+        self.persistence.iter().map(|e| e.bytes).sum()
+    }
+}
+
+/// Whether a symbol belongs to saving and restoring state (the codec, the
+/// flash store, the firmware's checkpoint) rather than to averaging.
+fn is_persistence(name: &str) -> bool {
+    [
+        "codec",
+        "store::",
+        "Persist",
+        "Checkpoint",
+        "Crc32",
+        "demo::train::part",
+    ]
+    .iter()
+    .any(|k| name.contains(k))
 }
 
 /// Rewrites `fixed::FixedI32<typenum …>` into the `I1F31`-style alias.
@@ -79,30 +99,41 @@ pub(crate) fn measure(elf: &std::path::Path) -> Result<Report> {
     let data = std::fs::read(elf).map_err(|e| format!("read {}: {e}", elf.display()))?;
     let file = object::File::parse(&*data).map_err(|e| format!("parse ELF: {e}"))?;
     let mut kernels = Vec::new();
+    let mut persistence = Vec::new();
     for sym in file.symbols() {
         if sym.kind() != SymbolKind::Text || sym.size() == 0 {
             continue;
         }
         let Ok(raw) = sym.name() else { continue };
         let name = format!("{:#}", rustc_demangle::demangle(raw));
-        if name.starts_with("demo::train::ops::") || name.contains("polyak::") {
+        let ours = name.starts_with("demo::train::ops::")
+            || name.starts_with("demo::train::part")
+            || name.contains("polyak::");
+        if ours {
             let name = short_fixed_names(&name)
                 .replace("demo::train::ops::", "")
                 .replace("polyak::format::", "")
                 .replace("polyak::ema::", "")
                 .replace("polyak::swa::", "");
-            kernels.push(Entry {
+            let entry = Entry {
                 name,
                 bytes: sym.size(),
-            });
+            };
+            if is_persistence(&entry.name) {
+                persistence.push(entry);
+            } else {
+                kernels.push(entry);
+            }
         }
     }
     kernels.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.name.cmp(&b.name)));
+    persistence.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.name.cmp(&b.name)));
     let section = |n: &str| file.section_by_name(n).map_or(0, |s| s.size());
     let flash = section(".vector_table") + section(".text") + section(".rodata") + section(".data");
     let ram = section(".data") + section(".bss") + section(".uninit");
     Ok(Report {
         kernels,
+        persistence,
         flash,
         ram,
     })
@@ -125,6 +156,12 @@ pub(crate) fn print(board: Board, r: &Report) {
         "  {:<52} {:>6}  (budget {KERNEL_BUDGET})",
         "all kernels the firmware uses",
         r.kernel_total()
+    );
+    println!(
+        "  {:<52} {:>6}  ({} symbols: codec, store, checkpoint)",
+        "persistence (save and restore, not a kernel)",
+        r.persistence_total(),
+        r.persistence.len()
     );
 }
 

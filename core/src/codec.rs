@@ -9,7 +9,7 @@
 //! offset  size  field
 //!      0     4  magic "PLYK"
 //!      4     2  format version (1)
-//!      6     1  kind: 1 Ema, 2 Swa, 3 EmaBank
+//!      6     1  kind: 1 Ema, 2 Swa, 3 EmaBank, 0x80+ application
 //!      7     1  element format (see `Element::FORMAT`)
 //!      8     4  number of parameters
 //!     12     4  layout hash (0: a single flat buffer)

@@ -46,8 +46,21 @@ fn decode_into<P: Persist + core::fmt::Debug>(target: &mut P, data: &[u8]) -> bo
     }
 }
 
-/// The decoder target.
+/// The decoder target: the bytes as they are, and again with the trailing
+/// CRC recomputed, so that mutations also reach the field checks behind
+/// the checksum.
 pub fn decode(data: &[u8]) {
+    decode_once(data);
+    if data.len() >= 8 {
+        let mut fixed = data.to_vec();
+        let n = fixed.len();
+        let c = polyak::codec::crc32(&fixed[..n - 4]);
+        fixed[n - 4..].copy_from_slice(&c.to_le_bytes());
+        decode_once(&fixed);
+    }
+}
+
+fn decode_once(data: &[u8]) {
     let mut e = Ema::new([CompF32::ZERO; 4], 0.99).expect("valid");
     if decode_into(&mut e, data) {
         let mut out = [0.0f32; 4];

@@ -44,6 +44,8 @@ fn is_persistence(name: &str) -> bool {
         "Checkpoint",
         "Crc32",
         "demo::train::part",
+        "config_bytes",
+        "to_bytes",
     ]
     .iter()
     .any(|k| name.contains(k))

@@ -303,6 +303,17 @@ fn errors_display_distinctly() {
         Error::InvalidState,
         Error::Unsupported,
         Error::InvalidIndex { index: 9 },
+        Error::BadMagic,
+        Error::UnsupportedVersion { found: 7 },
+        Error::FormatMismatch,
+        Error::LayoutMismatch,
+        Error::BadChecksum,
+        Error::Truncated,
+        Error::ConfigMismatch,
+        Error::BufferTooSmall,
+        Error::Storage,
+        Error::CapacityExceeded,
+        Error::TooFewSamples,
         Error::Empty,
     ];
     let texts: Vec<String> = all.iter().map(|e| e.to_string()).collect();

@@ -84,6 +84,11 @@ pub enum Error {
     /// The storage device under a codec stream failed (the store reports
     /// the device's own error).
     Storage,
+    /// A fixed capacity (segments of a layout, slots of a window, members
+    /// of a bank) is exhausted.
+    CapacityExceeded,
+    /// Too few snapshots for the quantity asked (a variance needs two).
+    TooFewSamples,
     /// There is nothing to read yet (no update since construction or reset),
     /// or no model was given.
     Empty,
@@ -125,6 +130,8 @@ impl fmt::Display for Error {
             Error::ConfigMismatch => f.write_str("record was made under another configuration"),
             Error::BufferTooSmall => f.write_str("buffer too small"),
             Error::Storage => f.write_str("storage device failed"),
+            Error::CapacityExceeded => f.write_str("capacity exceeded"),
+            Error::TooFewSamples => f.write_str("too few samples"),
             Error::Empty => f.write_str("nothing to read yet"),
         }
     }

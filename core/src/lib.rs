@@ -74,6 +74,7 @@ pub mod ema;
 mod error;
 mod format;
 mod kernel;
+pub mod layout;
 pub mod merge;
 mod num;
 pub mod policy;
@@ -82,6 +83,7 @@ pub mod posthoc;
 pub mod schedule;
 pub mod store;
 pub mod swa;
+pub mod swalr;
 
 pub use bank::EmaBank;
 pub use ema::{Ema, EmaShadow, Init, Rounding};

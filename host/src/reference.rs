@@ -226,3 +226,29 @@ pub mod schedule {
         ((gamma + 1.0) / ((gamma + 2.0).powi(2) * (gamma + 3.0))).sqrt()
     }
 }
+
+/// The SWA-phase learning rate from its formula, in f64.
+pub mod swalr {
+    /// Anneal from `lr_train` to `lr_avg` over `steps`: `a = min(1, s/A)`,
+    /// weight `a` (linear) or `(1 − cos πa)/2` (cosine).
+    pub fn anneal(s: u64, steps: u32, lr_train: f64, lr_avg: f64, cosine: bool) -> f64 {
+        let a = if steps == 0 {
+            1.0
+        } else {
+            (s as f64 / f64::from(steps)).min(1.0)
+        };
+        let w = if cosine {
+            (1.0 - (std::f64::consts::PI * a).cos()) / 2.0
+        } else {
+            a
+        };
+        lr_avg * w + lr_train * (1.0 - w)
+    }
+
+    /// Cyclic: `τ = (s mod c + 1)/c`, `(1 − τ)·high + τ·low`.
+    pub fn cyclic(s: u64, cycle: u32, high: f64, low: f64) -> f64 {
+        let c = u64::from(cycle);
+        let tau = (s % c + 1) as f64 / c as f64;
+        (1.0 - tau) * high + tau * low
+    }
+}

@@ -1,0 +1,134 @@
+//! Named contiguous segments (layers) of the flat parameter buffer.
+//!
+//! A model's parameters live in one buffer; a [`Layout`] names its pieces
+//! — `conv1.weight`, `bn1.running_mean`, … — in order, with a fixed
+//! capacity (`C` segments, in a `heapless::Vec`, no heap). Rules that act
+//! per layer (a norm filter per segment, per-segment coefficients) use it
+//! without a second copy of the parameters.
+//!
+//! ```
+//! use polyak::layout::Layout;
+//!
+//! let mut layout: Layout<4> = Layout::new();
+//! layout.push("fc1.weight", 32)?;
+//! layout.push("fc1.bias", 8)?;
+//! assert_eq!(layout.len(), 40);
+//! assert_eq!(layout.segment(1).map(|s| s.range()), Some(32..40));
+//! # Ok::<(), polyak::Error>(())
+//! ```
+
+use core::ops::Range;
+
+use crate::Error;
+
+/// One segment: a name and a range of the flat buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Segment {
+    /// The segment's name (for logs and the layout hash).
+    pub name: &'static str,
+    /// First element.
+    pub start: usize,
+    /// Number of elements.
+    pub len: usize,
+}
+
+impl Segment {
+    /// The elements, as a range of the flat buffer.
+    pub const fn range(&self) -> Range<usize> {
+        self.start..self.start + self.len
+    }
+}
+
+/// Up to `C` named segments, laid end to end from index 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout<const C: usize> {
+    segments: heapless::Vec<Segment, C>,
+    total: usize,
+}
+
+impl<const C: usize> Default for Layout<C> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const C: usize> Layout<C> {
+    /// An empty layout.
+    pub const fn new() -> Self {
+        Self {
+            segments: heapless::Vec::new(),
+            total: 0,
+        }
+    }
+
+    /// A layout of one segment covering `len` elements.
+    pub fn single(name: &'static str, len: usize) -> Result<Self, Error> {
+        let mut l = Self::new();
+        l.push(name, len)?;
+        Ok(l)
+    }
+
+    /// Appends a segment of `len` elements after the last one.
+    ///
+    /// # Errors
+    /// [`Error::CapacityExceeded`] when `C` segments are in, or the total
+    /// would overflow `usize`.
+    pub fn push(&mut self, name: &'static str, len: usize) -> Result<(), Error> {
+        let total = self.total.checked_add(len).ok_or(Error::CapacityExceeded)?;
+        self.segments
+            .push(Segment {
+                name,
+                start: self.total,
+                len,
+            })
+            .map_err(|_| Error::CapacityExceeded)?;
+        self.total = total;
+        Ok(())
+    }
+
+    /// Total elements covered.
+    pub fn len(&self) -> usize {
+        self.total
+    }
+
+    /// Whether no elements are covered.
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// The segments, in order.
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+
+    /// Segment `i`.
+    pub fn segment(&self, i: usize) -> Option<&Segment> {
+        self.segments.get(i)
+    }
+
+    /// The segment called `name`.
+    pub fn find(&self, name: &str) -> Option<&Segment> {
+        self.segments.iter().find(|s| s.name == name)
+    }
+
+    /// A 32-bit FNV-1a hash of the names and lengths, for saved state: a
+    /// record made for another layout is refused.
+    pub fn hash(&self) -> u32 {
+        let mut h: u32 = 0x811c_9dc5;
+        let mut feed = |b: u8| {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        };
+        for s in &self.segments {
+            for b in s.name.bytes() {
+                feed(b);
+            }
+            feed(0);
+            for b in (s.len as u64).to_le_bytes() {
+                feed(b);
+            }
+        }
+        h
+    }
+}

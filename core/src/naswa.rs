@@ -1,0 +1,204 @@
+//! Aggressive and norm-filtered SWA (Madhyastha & Jain, "On Model
+//! Stability as a Function of Random Seed", 2019).
+//!
+//! ASWA is SWA at every step: a [`Swa`] updated after each training step
+//! (with an [`SwaSchedule`](crate::swalr::SwaSchedule) whose `every` is 1).
+//!
+//! NASWA admits a snapshot only if its norm stays close to the running
+//! average's. Precisely, with `m` the current average (before the
+//! snapshot) and `τ` the threshold, snapshot `x` is admitted iff for every
+//! checked group `g` of elements
+//!
+//! ```text
+//! (1 − τ)·‖m_g‖ ≤ ‖x_g‖ ≤ (1 + τ)·‖m_g‖        (Euclidean norms)
+//! ```
+//!
+//! i.e. the relative change of the norm is at most τ. The groups are the
+//! whole buffer ([`NormScope::Overall`]) or each segment of a
+//! [`Layout`] ([`NormScope::PerSegment`]). The first snapshot, and any
+//! group whose average is zero, are always admitted. Rejected snapshots are
+//! counted.
+//!
+//! The test compares squared norms, `(1 − τ)²‖m‖² ≤ ‖x‖² ≤ (1 + τ)²‖m‖²`,
+//! each summed in f64 from the exact values (for f32, from the compensated
+//! sum divided by the count), so a decision can differ from one made in
+//! exact arithmetic only when `‖x‖` is within about 10⁻¹⁴ relative of a
+//! bound.
+//!
+//! ```
+//! use polyak::naswa::{Naswa, NormScope};
+//! use polyak::{CompF32, layout::Layout};
+//!
+//! let layout: Layout<1> = Layout::single("all", 2)?;
+//! let mut n = Naswa::new([CompF32::ZERO; 2], layout, 0.1, NormScope::Overall)?;
+//! assert!(n.update(&[3.0, 4.0])?);     // the first is always admitted
+//! assert!(n.update(&[3.2, 4.1])?);     // norm 5.2: 4 % off, admitted
+//! assert!(!n.update(&[6.0, 8.0])?);    // norm 10: rejected
+//! assert_eq!((n.swa().count(), n.rejected()), (2, 1));
+//! # Ok::<(), polyak::Error>(())
+//! ```
+
+use core::ops::Range;
+
+use crate::layout::Layout;
+use crate::swa::{Swa, SwaAccumulator};
+use crate::{CompF32, Error, I33F31, I49F15};
+
+/// Which elements one norm covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum NormScope {
+    /// One norm over the whole buffer.
+    Overall,
+    /// One norm per segment of the layout; every segment must pass.
+    PerSegment,
+}
+
+/// An accumulator whose values give a norm in f64.
+pub trait NormAcc: SwaAccumulator {
+    /// `Σ x_i²` over `xs` in f64.
+    #[doc(hidden)]
+    fn sq_norm(xs: &[Self::Param]) -> f64;
+    /// `Σ (acc_i / n)²` over `acc` in f64.
+    #[doc(hidden)]
+    fn sq_norm_mean(acc: &[Self], n: u32) -> f64;
+}
+
+impl NormAcc for CompF32 {
+    fn sq_norm(xs: &[f32]) -> f64 {
+        xs.iter().map(|&x| f64::from(x) * f64::from(x)).sum()
+    }
+    fn sq_norm_mean(acc: &[CompF32], n: u32) -> f64 {
+        let n = f64::from(n);
+        acc.iter().map(|a| a.to_f64() / n).map(|m| m * m).sum()
+    }
+}
+
+impl NormAcc for I49F15 {
+    fn sq_norm(xs: &[crate::Q15]) -> f64 {
+        xs.iter()
+            .map(|x| f64::from(x.to_bits()) / 32768.0)
+            .map(|v| v * v)
+            .sum()
+    }
+    fn sq_norm_mean(acc: &[I49F15], n: u32) -> f64 {
+        let d = f64::from(n) * 32768.0;
+        acc.iter()
+            .map(|a| a.to_bits() as f64 / d)
+            .map(|m| m * m)
+            .sum()
+    }
+}
+
+impl NormAcc for I33F31 {
+    fn sq_norm(xs: &[crate::Q31]) -> f64 {
+        xs.iter()
+            .map(|x| f64::from(x.to_bits()) / 2_147_483_648.0)
+            .map(|v| v * v)
+            .sum()
+    }
+    fn sq_norm_mean(acc: &[I33F31], n: u32) -> f64 {
+        let d = f64::from(n) * 2_147_483_648.0;
+        acc.iter()
+            .map(|a| a.to_bits() as f64 / d)
+            .map(|m| m * m)
+            .sum()
+    }
+}
+
+/// An SWA that admits only snapshots whose norm stays within `τ` of the
+/// running average's.
+#[derive(Debug, Clone)]
+pub struct Naswa<A: NormAcc, S, const C: usize> {
+    swa: Swa<A, S>,
+    layout: Layout<C>,
+    tau: f32,
+    scope: NormScope,
+    rejected: u32,
+}
+
+impl<A: NormAcc, S: AsRef<[A]> + AsMut<[A]>, const C: usize> Naswa<A, S, C> {
+    /// A norm-filtered average over `storage` (zero-filled), for a buffer
+    /// laid out as `layout`, with threshold `tau ∈ (0, 1)`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidCoefficient`] unless `0 < τ < 1`;
+    /// [`Error::LengthMismatch`] if the layout does not cover the storage.
+    pub fn new(storage: S, layout: Layout<C>, tau: f32, scope: NormScope) -> Result<Self, Error> {
+        if !(tau > 0.0 && tau < 1.0) {
+            return Err(Error::InvalidCoefficient);
+        }
+        let swa = Swa::new(storage);
+        crate::ema::check_len(swa.len(), layout.len())?;
+        Ok(Self {
+            swa,
+            layout,
+            tau,
+            scope,
+            rejected: 0,
+        })
+    }
+
+    /// The average of the admitted snapshots.
+    pub fn swa(&self) -> &Swa<A, S> {
+        &self.swa
+    }
+
+    /// Snapshots refused so far.
+    pub fn rejected(&self) -> u32 {
+        self.rejected
+    }
+
+    /// The threshold τ.
+    pub fn tau(&self) -> f32 {
+        self.tau
+    }
+
+    /// Offers a snapshot: admits it (and returns `true`) if it passes the
+    /// norm filter, else counts it as rejected and returns `false`.
+    ///
+    /// # Errors
+    /// As [`Swa::update`]; the state is unchanged on error.
+    pub fn update(&mut self, params: &[A::Param]) -> Result<bool, Error> {
+        crate::ema::check_len(self.swa.len(), params.len())?;
+        A::check(params)?;
+        if self.swa.count() > 0 && !self.passes(params) {
+            self.rejected = self.rejected.saturating_add(1);
+            return Ok(false);
+        }
+        self.swa.update(params)?;
+        Ok(true)
+    }
+
+    fn passes(&self, params: &[A::Param]) -> bool {
+        let (lo, hi) = (f64::from(1.0 - self.tau), f64::from(1.0 + self.tau));
+        let n = self.swa.count();
+        let acc = self.swa.accumulator();
+        let check = |r: Range<usize>| {
+            let (Some(x), Some(a)) = (params.get(r.clone()), acc.get(r)) else {
+                return true;
+            };
+            let m2 = A::sq_norm_mean(a, n);
+            let x2 = A::sq_norm(x);
+            m2 == 0.0 || (lo * lo * m2 <= x2 && x2 <= hi * hi * m2)
+        };
+        match self.scope {
+            NormScope::Overall => check(0..params.len()),
+            NormScope::PerSegment => self.layout.segments().iter().all(|s| check(s.range())),
+        }
+    }
+
+    /// Writes the average of the admitted snapshots into `out`.
+    ///
+    /// # Errors
+    /// As [`Swa::read_into`].
+    pub fn read_into(&self, out: &mut [A::Param]) -> Result<(), Error> {
+        self.swa.read_into(out)
+    }
+
+    /// Forgets every snapshot and the rejection count.
+    pub fn reset(&mut self) {
+        self.swa.reset();
+        self.rejected = 0;
+    }
+}

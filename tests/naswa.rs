@@ -51,7 +51,7 @@ proptest! {
         let mut layout: Layout<2> = Layout::new();
         layout.push("a", 2).unwrap();
         layout.push("b", 4).unwrap();
-        let groups = if per_segment { vec![0..2, 2..6] } else { vec![0..6] };
+        let groups: Vec<std::ops::Range<usize>> = if per_segment { vec![0..2, 2..6] } else { std::iter::once(0..6).collect() };
         let scope = if per_segment { NormScope::PerSegment } else { NormScope::Overall };
         let mut n = Naswa::new(vec![CompF32::ZERO; 6], layout, tau, scope).unwrap();
         let mut sum = [0.0f64; 6];

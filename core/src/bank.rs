@@ -624,7 +624,7 @@ impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize, P: Inpu
             let tk = dec.u64()?;
             let f = dec.u8()?;
             let w = dec.elem::<A::Weight>()?;
-            if A::check_coef(a).is_err() || f > 1 || (f == 0 && tk > 0) {
+            if A::check_coef(a).is_err() || !A::weight_valid(&w) || f > 1 || (f == 0 && tk > 0) {
                 return Err(Error::InvalidState);
             }
             if let (Some(ak), Some(tt), Some(ff), Some(ww)) = (

@@ -468,7 +468,24 @@ macro_rules! int_element {
 
 int_element!(I1F31, i32, 3, 4);
 int_element!(I1F15, i16, 5, 2);
-int_element!(I2F62, i64, 6, 8);
+
+/// The Q62 shadow of Q31 input stays in `[−2⁶², (2³¹ − 1)·2³¹]`; a value
+/// outside could overflow the next step's difference.
+impl Element for I2F62 {
+    const FORMAT: u8 = 6;
+    const SIZE: usize = 8;
+    fn put(&self, out: &mut [u8]) {
+        for (o, b) in out.iter_mut().zip(self.to_bits().to_le_bytes()) {
+            *o = b;
+        }
+    }
+    fn get(b: &[u8]) -> Option<Self> {
+        let v = i64::from_le_bytes(arr(b)?);
+        (-(1i64 << 62)..=(i64::from(i32::MAX) << 31))
+            .contains(&v)
+            .then_some(I2F62::from_bits(v))
+    }
+}
 int_element!(I49F15, i64, 7, 8);
 int_element!(I33F31, i64, 8, 8);
 

@@ -183,6 +183,10 @@ pub trait EmaShadow: Copy + core::fmt::Debug + sealed::Sealed + Element {
     fn store(shadow: &[Self], out: &mut [Self::Param]) -> u32;
     #[doc(hidden)]
     fn weight_zero() -> Self::Weight;
+    /// Whether a saved debiasing weight could have been reached (decoding
+    /// refuses one that could not: it would overflow the next step).
+    #[doc(hidden)]
+    fn weight_valid(w: &Self::Weight) -> bool;
     #[doc(hidden)]
     fn weight_one() -> Self::Weight;
     #[doc(hidden)]
@@ -337,6 +341,9 @@ impl EmaShadow for f32 {
     fn weight_zero() -> f32 {
         0.0
     }
+    fn weight_valid(w: &f32) -> bool {
+        (0.0..=1.0).contains(w)
+    }
     fn weight_one() -> f32 {
         1.0
     }
@@ -406,6 +413,9 @@ impl EmaShadow for CompF32 {
     }
     fn weight_zero() -> CompF32 {
         CompF32::ZERO
+    }
+    fn weight_valid(w: &CompF32) -> bool {
+        (0.0..=1.0).contains(&w.to_f64())
     }
     fn weight_one() -> CompF32 {
         CompF32::new(1.0)
@@ -491,6 +501,9 @@ impl EmaShadow for I1F31 {
     fn weight_zero() -> i64 {
         1 << 31
     }
+    fn weight_valid(p: &i64) -> bool {
+        (0..=1 << 31).contains(p)
+    }
     fn weight_one() -> i64 {
         0
     }
@@ -559,6 +572,9 @@ impl EmaShadow for Q15Ef {
     fn weight_zero() -> i64 {
         1 << 31
     }
+    fn weight_valid(p: &i64) -> bool {
+        (0..=1 << 31).contains(p)
+    }
     fn weight_one() -> i64 {
         0
     }
@@ -626,6 +642,9 @@ impl EmaShadow for I1F15 {
     }
     fn weight_zero() -> i64 {
         1 << 31
+    }
+    fn weight_valid(p: &i64) -> bool {
+        (0..=1 << 31).contains(p)
     }
     fn weight_one() -> i64 {
         0
@@ -704,6 +723,9 @@ impl EmaShadow for I2F62 {
     // The weight is p = Π(1 − α_t) in Q62 (2⁶² = 1).
     fn weight_zero() -> i64 {
         1 << 62
+    }
+    fn weight_valid(p: &i64) -> bool {
+        (0..=1 << 62).contains(p)
     }
     fn weight_one() -> i64 {
         0
@@ -1339,7 +1361,8 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>, P: InputPolicy> Persist for Ema<A
         let weight = dec.elem::<A::Weight>()?;
         let saturated = dec.u32()?;
         let skipped = dec.u64()?;
-        if A::check_coef(alpha).is_err() || filled > 1 || t > calls || (filled == 0 && t > 0) {
+        let bad = A::check_coef(alpha).is_err() || !A::weight_valid(&weight);
+        if bad || filled > 1 || t > calls || (filled == 0 && t > 0) {
             return Err(Error::InvalidState);
         }
         if apply {

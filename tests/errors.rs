@@ -313,6 +313,7 @@ fn errors_display_distinctly() {
         Error::BufferTooSmall,
         Error::Storage,
         Error::CapacityExceeded,
+        Error::InvalidWindow,
         Error::TooFewSamples,
         Error::Empty,
     ];

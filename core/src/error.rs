@@ -87,6 +87,8 @@ pub enum Error {
     /// A fixed capacity (segments of a layout, slots of a window, members
     /// of a bank) is exhausted.
     CapacityExceeded,
+    /// A window of zero snapshots, or larger than its storage.
+    InvalidWindow,
     /// Too few snapshots for the quantity asked (a variance needs two).
     TooFewSamples,
     /// There is nothing to read yet (no update since construction or reset),
@@ -131,6 +133,7 @@ impl fmt::Display for Error {
             Error::BufferTooSmall => f.write_str("buffer too small"),
             Error::Storage => f.write_str("storage device failed"),
             Error::CapacityExceeded => f.write_str("capacity exceeded"),
+            Error::InvalidWindow => f.write_str("window empty or larger than its storage"),
             Error::TooFewSamples => f.write_str("too few samples"),
             Error::Empty => f.write_str("nothing to read yet"),
         }

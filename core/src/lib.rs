@@ -85,6 +85,7 @@ pub mod schedule;
 pub mod store;
 pub mod swa;
 pub mod swalr;
+pub mod window;
 
 pub use bank::EmaBank;
 pub use ema::{Ema, EmaShadow, Init, Rounding};

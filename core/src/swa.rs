@@ -79,6 +79,9 @@ pub trait SwaAccumulator: Copy + core::fmt::Debug + sealed::Sealed + Element {
     }
     #[doc(hidden)]
     fn add(acc: &mut [Self], params: &[Self::Param]);
+    /// `acc[i] −= x[i]` (exact for fixed point, compensated for f32).
+    #[doc(hidden)]
+    fn sub(acc: &mut [Self], params: &[Self::Param]);
     #[doc(hidden)]
     fn mean(acc: &[Self], count: NonZeroU64, out: &mut [Self::Param]);
 }
@@ -112,6 +115,11 @@ impl SwaAccumulator for CompF32 {
     fn add(acc: &mut [CompF32], params: &[f32]) {
         k::add_comp(acc, params);
     }
+    fn sub(acc: &mut [CompF32], params: &[f32]) {
+        for (a, &x) in acc.iter_mut().zip(params) {
+            *a = k::comp_add(*a, -x);
+        }
+    }
     fn mean(acc: &[CompF32], count: NonZeroU64, out: &mut [f32]) {
         // count ≤ 2^24, exact in f32.
         k::mean_comp(acc, count.get() as f32, out);
@@ -141,6 +149,11 @@ impl SwaAccumulator for I49F15 {
     fn add(acc: &mut [I49F15], params: &[Q15]) {
         k::add_q15(acc, params);
     }
+    fn sub(acc: &mut [I49F15], params: &[Q15]) {
+        for (a, x) in acc.iter_mut().zip(params) {
+            *a = I49F15::from_bits(a.to_bits() - i64::from(x.to_bits()));
+        }
+    }
     fn mean(acc: &[I49F15], count: NonZeroU64, out: &mut [Q15]) {
         k::mean_q15(acc, count, out);
     }
@@ -167,6 +180,11 @@ impl SwaAccumulator for I33F31 {
     }
     fn add(acc: &mut [I33F31], params: &[Q31]) {
         k::add_q31(acc, params);
+    }
+    fn sub(acc: &mut [I33F31], params: &[Q31]) {
+        for (a, x) in acc.iter_mut().zip(params) {
+            *a = I33F31::from_bits(a.to_bits() - i64::from(x.to_bits()));
+        }
     }
     fn mean(acc: &[I33F31], count: NonZeroU64, out: &mut [Q31]) {
         k::mean_q31(acc, count, out);

@@ -1,0 +1,292 @@
+//! The average of the last `k` snapshots (LAWA-style latest-weight
+//! averaging: a window that slides along the trajectory).
+//!
+//! The snapshots live in caller storage reached through [`WindowStore`]: a
+//! RAM ring ([`RamRing`]) for small models, flash pages for large ones. The
+//! [`Window`] keeps a running sum: each update adds the newest snapshot and
+//! subtracts the one leaving the window, read back from the store through
+//! a 64-element stack buffer.
+//!
+//! The store has `k + 1` slots: a new snapshot is written to the spare slot
+//! first, so a store that fails to write leaves the window as it was.
+//!
+//! | accumulator | sum | bound on the window mean |
+//! |---|---|---|
+//! | [`CompF32`](crate::CompF32) | compensated pair | `ε·|mean| + (s + k/2)·ε²·M + η` after `s` slides since the last exact re-sum |
+//! | [`I49F15`](crate::I49F15), [`I33F31`](crate::I33F31) | exact i64 | ≤ ½ LSB: bit for bit the mean recomputed from scratch |
+//!
+//! (`M` the largest `|x|` in the window's history, `ε = 2⁻²³`,
+//! `η = 2⁻¹⁴⁹`.) The f32 drift is tiny (10⁴ slides add 1.4·10⁻¹⁰·M), and
+//! [`Window::with_resum_every`] bounds it anyway by re-summing the window
+//! exactly from the store every so many slides.
+//!
+//! ```
+//! use polyak::window::{RamRing, Window};
+//! use polyak::{I49F15, Q15};
+//!
+//! // a window of the last 3 snapshots of 2 parameters: 4 slots
+//! let mut w = Window::new([I49F15::ZERO; 2], RamRing::new([Q15::ZERO; 8], 2)?, 3)?;
+//! for v in [0.1, 0.2, 0.3, 0.4] {
+//!     w.update(&[Q15::from_num(v), Q15::from_num(-v)])?;
+//! }
+//! let mut mean = [Q15::ZERO; 2];
+//! w.read_into(&mut mean)?; // (0.2 + 0.3 + 0.4) / 3
+//! assert!((mean[0].to_num::<f32>() - 0.3).abs() < 1e-4);
+//! # Ok::<(), polyak::Error>(())
+//! ```
+
+use core::num::NonZeroU64;
+
+use crate::Error;
+use crate::ema::{CHUNK, check_len};
+use crate::swa::SwaAccumulator;
+
+/// Storage for the snapshots of a window: `slots` snapshots of `len`
+/// values each.
+pub trait WindowStore<T> {
+    /// Snapshots it holds (the window is one fewer).
+    fn slots(&self) -> usize;
+    /// Values per snapshot.
+    fn snapshot_len(&self) -> usize;
+    /// Stores a whole snapshot in `slot`.
+    ///
+    /// # Errors
+    /// The store's ([`Error::Storage`], or an index error).
+    fn write(&mut self, slot: usize, data: &[T]) -> Result<(), Error>;
+    /// Reads `out.len()` values of `slot` starting at `offset`.
+    ///
+    /// # Errors
+    /// The store's.
+    fn read(&mut self, slot: usize, offset: usize, out: &mut [T]) -> Result<(), Error>;
+}
+
+/// Snapshots in RAM: `buf` holds `slots × len` values, slot-major.
+#[derive(Debug, Clone)]
+pub struct RamRing<T, S> {
+    buf: S,
+    len: usize,
+    _elem: core::marker::PhantomData<T>,
+}
+
+impl<T: Copy, S: AsRef<[T]> + AsMut<[T]>> RamRing<T, S> {
+    /// A ring over `buf` for snapshots of `len` values.
+    ///
+    /// # Errors
+    /// [`Error::InvalidWindow`] if `len` is 0 or `buf` holds fewer than two
+    /// snapshots.
+    pub fn new(buf: S, len: usize) -> Result<Self, Error> {
+        if len == 0 || buf.as_ref().len() / len < 2 {
+            return Err(Error::InvalidWindow);
+        }
+        Ok(Self {
+            buf,
+            len,
+            _elem: core::marker::PhantomData,
+        })
+    }
+}
+
+impl<T: Copy, S: AsRef<[T]> + AsMut<[T]>> WindowStore<T> for RamRing<T, S> {
+    fn slots(&self) -> usize {
+        self.buf.as_ref().len() / self.len
+    }
+    fn snapshot_len(&self) -> usize {
+        self.len
+    }
+    fn write(&mut self, slot: usize, data: &[T]) -> Result<(), Error> {
+        let start = slot
+            .checked_mul(self.len)
+            .ok_or(Error::InvalidIndex { index: slot })?;
+        let dst = self
+            .buf
+            .as_mut()
+            .get_mut(start..start + self.len)
+            .ok_or(Error::InvalidIndex { index: slot })?;
+        for (d, s) in dst.iter_mut().zip(data) {
+            *d = *s;
+        }
+        Ok(())
+    }
+    fn read(&mut self, slot: usize, offset: usize, out: &mut [T]) -> Result<(), Error> {
+        let start = slot
+            .checked_mul(self.len)
+            .and_then(|s| s.checked_add(offset))
+            .ok_or(Error::InvalidIndex { index: slot })?;
+        let src = self
+            .buf
+            .as_ref()
+            .get(start..start + out.len())
+            .ok_or(Error::InvalidIndex { index: slot })?;
+        for (o, s) in out.iter_mut().zip(src) {
+            *o = *s;
+        }
+        Ok(())
+    }
+}
+
+/// The mean of the last `k` snapshots.
+#[derive(Debug, Clone)]
+pub struct Window<A: SwaAccumulator, S, W> {
+    sum: S,
+    store: W,
+    k: usize,
+    count: usize,
+    oldest: usize,
+    slides: u64,
+    since_resum: u64,
+    resum_every: Option<NonZeroU64>,
+    stale: bool,
+    _elem: core::marker::PhantomData<fn() -> A>,
+}
+
+impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>, W: WindowStore<A::Param>> Window<A, S, W> {
+    /// A window of the last `k` snapshots; `sum` (zero-filled) holds the
+    /// running sum, `store` the snapshots.
+    ///
+    /// # Errors
+    /// [`Error::InvalidWindow`] if `k` is 0 or the store has fewer than
+    /// `k + 1` slots; [`Error::LengthMismatch`] if the store's snapshots
+    /// are not as long as `sum`.
+    pub fn new(mut sum: S, store: W, k: usize) -> Result<Self, Error> {
+        if k == 0 || store.slots() < k.saturating_add(1) || k > A::MAX_COUNT as usize {
+            return Err(Error::InvalidWindow);
+        }
+        check_len(sum.as_ref().len(), store.snapshot_len())?;
+        sum.as_mut().fill(A::ZERO);
+        Ok(Self {
+            sum,
+            store,
+            k,
+            count: 0,
+            oldest: 0,
+            slides: 0,
+            since_resum: 0,
+            resum_every: None,
+            stale: false,
+            _elem: core::marker::PhantomData,
+        })
+    }
+
+    /// Re-sums the window exactly from the store after every `n` slides
+    /// (bounding the f32 drift; pointless but harmless for exact sums).
+    pub fn with_resum_every(mut self, n: NonZeroU64) -> Self {
+        self.resum_every = Some(n);
+        self
+    }
+
+    /// Snapshots in the window (at most `k`).
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Snapshots that have left the window so far.
+    pub fn slides(&self) -> u64 {
+        self.slides
+    }
+
+    /// The running sum.
+    pub fn sum(&self) -> &[A] {
+        self.sum.as_ref()
+    }
+
+    /// The snapshot store.
+    pub fn store(&self) -> &W {
+        &self.store
+    }
+
+    /// The snapshot store, mutably (to service it; changing the slots the
+    /// window uses changes its average).
+    pub fn store_mut(&mut self) -> &mut W {
+        &mut self.store
+    }
+
+    fn slot(&self, i: usize) -> usize {
+        (self.oldest + i) % (self.k + 1)
+    }
+
+    /// Adds (`sign = 1`) or subtracts (`-1`) the snapshot in `slot` to the
+    /// sum, chunk by chunk.
+    fn fold_slot(&mut self, slot: usize, subtract: bool) -> Result<(), Error> {
+        let mut buf = [A::PARAM_ZERO; CHUNK];
+        let mut offset = 0;
+        for acc in self.sum.as_mut().chunks_mut(CHUNK) {
+            let chunk = buf.get_mut(..acc.len()).unwrap_or(&mut []);
+            self.store.read(slot, offset, chunk)?;
+            if subtract {
+                A::sub(acc, chunk);
+            } else {
+                A::add(acc, chunk);
+            }
+            offset += acc.len();
+        }
+        Ok(())
+    }
+
+    /// Recomputes the sum from the snapshots in the store.
+    ///
+    /// # Errors
+    /// The store's; the window is then marked stale and re-summed again
+    /// before its next use.
+    pub fn resum(&mut self) -> Result<(), Error> {
+        self.sum.as_mut().fill(A::ZERO);
+        self.stale = true;
+        for i in 0..self.count {
+            let slot = self.slot(i);
+            self.fold_slot(slot, false)?;
+        }
+        self.stale = false;
+        self.since_resum = 0;
+        Ok(())
+    }
+
+    /// Adds a snapshot; once `k` are in, the oldest leaves.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`]; for f32, [`Error::NonFinite`] or
+    /// [`Error::OutOfRange`] (state unchanged); the store's error if it
+    /// fails to write (state unchanged) or to read (the window is then
+    /// re-summed from the store at its next use, which restores it to what
+    /// it was before the failed update).
+    pub fn update(&mut self, params: &[A::Param]) -> Result<(), Error> {
+        check_len(self.sum.as_ref().len(), params.len())?;
+        A::check(params)?;
+        if self.stale {
+            self.resum()?;
+        }
+        let spare = self.slot(self.count);
+        self.store.write(spare, params)?;
+        if self.count == self.k {
+            let oldest = self.oldest;
+            self.stale = true;
+            self.fold_slot(oldest, true)?;
+            self.stale = false;
+            self.oldest = (self.oldest + 1) % (self.k + 1);
+            self.slides += 1;
+            self.since_resum += 1;
+        } else {
+            self.count += 1;
+        }
+        A::add(self.sum.as_mut(), params);
+        if let Some(n) = self.resum_every {
+            if self.since_resum >= n.get() {
+                self.resum()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the window's mean into `out`.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`]; [`Error::Empty`] before the first
+    /// snapshot; [`Error::Storage`] if a stale window cannot be re-summed.
+    pub fn read_into(&mut self, out: &mut [A::Param]) -> Result<(), Error> {
+        check_len(self.sum.as_ref().len(), out.len())?;
+        if self.stale {
+            self.resum()?;
+        }
+        let n = NonZeroU64::new(self.count as u64).ok_or(Error::Empty)?;
+        A::mean(self.sum.as_ref(), n, out);
+        Ok(())
+    }
+}

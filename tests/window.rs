@@ -111,7 +111,7 @@ proptest! {
                 recent.pop_front();
                 since += 1;
             }
-            if let Some(r) = resum { if since >= r { since = 0; } }
+            if resum.is_some_and(|r| since >= r) { since = 0; }
             w.read_into(&mut out).unwrap();
             for i in 0..n {
                 let mean = recent.iter().map(|r| f64::from(r[i])).sum::<f64>() / recent.len() as f64;

@@ -267,7 +267,10 @@ impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>, W: WindowStore<A::Param>> Wi
             self.count += 1;
         }
         A::add(self.sum.as_mut(), params);
-        if self.resum_every.is_some_and(|n| self.since_resum >= n.get()) {
+        if self
+            .resum_every
+            .is_some_and(|n| self.since_resum >= n.get())
+        {
             self.resum()?;
         }
         Ok(())

@@ -76,6 +76,7 @@ mod format;
 mod kernel;
 pub mod layout;
 pub mod merge;
+pub mod moments;
 pub mod naswa;
 mod num;
 pub mod policy;

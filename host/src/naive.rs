@@ -77,3 +77,43 @@ impl RunningMean {
         &self.m
     }
 }
+
+/// Per-element variance the textbook way in f32: `Σx²/n − (Σx/n)²` from
+/// plain running sums. Cancels catastrophically when the mean is large
+/// next to the spread.
+#[derive(Debug, Clone)]
+pub struct NaiveVariance {
+    s1: Vec<f32>,
+    s2: Vec<f32>,
+    n: u32,
+}
+
+impl NaiveVariance {
+    /// Nothing yet, for `len` elements.
+    pub fn new(len: usize) -> Self {
+        Self {
+            s1: vec![0.0; len],
+            s2: vec![0.0; len],
+            n: 0,
+        }
+    }
+
+    /// Adds a vector.
+    pub fn update(&mut self, x: &[f32]) {
+        for ((a, b), &v) in self.s1.iter_mut().zip(&mut self.s2).zip(x) {
+            *a += v;
+            *b += v * v;
+        }
+        self.n += 1;
+    }
+
+    /// The population variance, `E[x²] − E[x]²`.
+    pub fn variance(&self) -> Vec<f32> {
+        let n = self.n as f32;
+        self.s1
+            .iter()
+            .zip(&self.s2)
+            .map(|(a, b)| b / n - (a / n) * (a / n))
+            .collect()
+    }
+}

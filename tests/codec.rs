@@ -4,6 +4,8 @@
 
 use polyak::codec::{Persist, crc32};
 use polyak::ema::Rounding;
+use polyak::moments::{Moment, MomentF32, MomentQ15, MomentQ31, Moments};
+use polyak::window::{RamRing, Window};
 use polyak::{
     CompF32, Ema, EmaBank, EmaShadow, Error, I1F15, I1F31, I2F62, I33F31, I49F15, Q15, Q15Ef, Q31,
     Schedule, Swa, SwaAccumulator,
@@ -181,6 +183,144 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(config(128))]
+
+    #[test]
+    fn window_states_round_trip(k in 1usize..6, xf in f32_steps(), xq in q15_steps()) {
+        prop_assume!(!xf[0].is_empty() && !xq[0].is_empty());
+        window_round_trip::<CompF32>(k, &xf)?;
+        window_round_trip::<I49F15>(k, &xq)?;
+        let x31: Vec<Vec<Q31>> = xq.iter().map(|v| v.iter().map(|q| Q31::from_bits(i32::from(q.to_bits()) << 16 | 0x1234)).collect()).collect();
+        window_round_trip::<I33F31>(k, &x31)?;
+    }
+
+    #[test]
+    fn moments_states_round_trip(xf in f32_steps(), xq in q15_steps()) {
+        let lim = polyak::moments::MOMENT_F32_LIMIT;
+        let xf: Vec<Vec<f32>> = xf.iter().map(|v| v.iter().map(|x| x.clamp(-lim, lim)).collect()).collect();
+        moments_round_trip::<MomentF32>(&xf)?;
+        moments_round_trip::<MomentQ15>(&xq)?;
+        let x31: Vec<Vec<Q31>> = xq.iter().map(|v| v.iter().map(|q| Q31::from_bits(i32::from(q.to_bits()) << 16 | 0x1234)).collect()).collect();
+        moments_round_trip::<MomentQ31>(&x31)?;
+    }
+
+    /// Window and moments records with bytes changed after the header (CRC
+    /// recomputed): refused whole, or accepted as a state that keeps
+    /// updating and reading without overflow.
+    #[test]
+    fn mutated_window_and_moments_records_decode_or_are_refused_whole(
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+        xq in q15_steps(),
+    ) {
+        let n = xq[0].len();
+        prop_assume!(n > 0);
+        let new_window = || Window::new(vec![I49F15::ZERO; n], RamRing::new(vec![Q15::ZERO; 4 * n], n).unwrap(), 3).unwrap();
+        let mut a = new_window();
+        let mut m = Moments::new(vec![MomentQ15::ZERO; n]);
+        for x in &xq { a.update(x).unwrap(); m.update(x).unwrap(); }
+        let mutate = |mut rec: Vec<u8>| {
+            let body = rec.len() - 4;
+            for (i, v) in &edits {
+                let at = 24 + i.index(body - 24);
+                rec[at] = *v;
+            }
+            fix_crc(&mut rec);
+            rec
+        };
+        let mut b = new_window();
+        let before = state(&b);
+        match b.decode(&mutate(encode(&a))) {
+            Ok(()) => {
+                let mut out = vec![Q15::ZERO; n];
+                for x in &xq {
+                    b.update(x).unwrap();
+                    b.read_into(&mut out).unwrap();
+                }
+            }
+            Err(_) => prop_assert_eq!(state(&b), before),
+        }
+        let mut c = Moments::new(vec![MomentQ15::ZERO; n]);
+        let before = state(&c);
+        match c.decode(&mutate(encode(&m))) {
+            Ok(()) => {
+                let mut var = vec![Q31::ZERO; n];
+                for x in &xq {
+                    c.update(x).unwrap();
+                    c.variance_into(&mut var, 1).unwrap();
+                }
+            }
+            Err(_) => prop_assert_eq!(state(&c), before),
+        }
+    }
+}
+
+/// A window restored from its record reads the same mean, re-encodes to
+/// the same bytes, and keeps computing the same bits.
+fn window_round_trip<A: SwaAccumulator>(k: usize, xs: &[Vec<A::Param>]) -> Result<(), TestCaseError>
+where
+    A::Param: polyak::codec::Element + PartialEq + core::fmt::Debug,
+{
+    let n = xs[0].len();
+    let new = || {
+        Window::new(
+            vec![A::ZERO; n],
+            RamRing::new(vec![A::PARAM_ZERO; (k + 2) * n], n).unwrap(),
+            k,
+        )
+        .unwrap()
+    };
+    let (mut a, mut b) = (new(), new());
+    // a ring of k + 2 slots also exercises a window not starting at slot 0
+    for x in xs {
+        a.update(x).unwrap();
+    }
+    let rec = encode(&a);
+    b.decode(&rec).unwrap();
+    prop_assert_eq!(&encode(&b), &rec);
+    let (mut ma, mut mb) = (vec![A::PARAM_ZERO; n], vec![A::PARAM_ZERO; n]);
+    for x in xs.iter().rev() {
+        if n > 0 {
+            a.read_into(&mut ma).unwrap();
+            b.read_into(&mut mb).unwrap();
+            prop_assert_eq!(&ma, &mb);
+        }
+        a.update(x).unwrap();
+        b.update(x).unwrap();
+        prop_assert_eq!(state(&a.sum()), state(&b.sum()));
+    }
+    // another k is another configuration
+    if k > 1 {
+        let mut c = Window::new(
+            vec![A::ZERO; n],
+            RamRing::new(vec![A::PARAM_ZERO; (k + 1) * n], n).unwrap(),
+            k - 1,
+        )
+        .unwrap();
+        let before = state(&c);
+        prop_assert!(c.decode(&rec).is_err());
+        prop_assert_eq!(state(&c), before);
+    }
+    Ok(())
+}
+
+fn moments_round_trip<A: Moment>(xs: &[Vec<A::Param>]) -> Result<(), TestCaseError> {
+    let n = xs[0].len();
+    let mut a = Moments::new(vec![A::ZERO; n]);
+    let mut b = Moments::new(vec![A::ZERO; n]);
+    for x in xs {
+        a.update(x).unwrap();
+    }
+    b.decode(&encode(&a)).unwrap();
+    prop_assert_eq!(state(&a), state(&b));
+    for x in xs {
+        a.update(x).unwrap();
+        b.update(x).unwrap();
+    }
+    prop_assert_eq!(state(&a), state(&b));
+    Ok(())
+}
+
 fn swa_round_trip<A: SwaAccumulator>(xs: &[Vec<A::Param>]) -> Result<(), TestCaseError> {
     let n = xs[0].len();
     let mut a = Swa::new(vec![A::ZERO; n]);
@@ -342,4 +482,59 @@ fn every_error_path_leaves_state_unchanged() {
     // encoding into a short buffer
     let mut small = vec![0u8; rec.len() - 1];
     assert_eq!(src.encode(&mut small), Err(Error::BufferTooSmall));
+}
+
+/// Sums no count of values could give are refused: a later update would
+/// otherwise overflow them.
+#[test]
+fn impossible_moment_sums_are_refused() {
+    let mut m = Moments::new(vec![MomentQ15::ZERO; 1]);
+    m.update(&[Q15::from_bits(-32768)]).unwrap();
+    let rec = encode(&m);
+    let mut dst = Moments::new(vec![MomentQ15::ZERO; 1]);
+    // header 24 bytes, count 8, then Σx (8) and Σx² (8)
+    for (at, v) in [
+        (32, (-32769i64).to_le_bytes()),
+        (40, (1i64 << 30 | 1).to_le_bytes()),
+    ] {
+        let mut r = rec.clone();
+        r[at..at + 8].copy_from_slice(&v);
+        fix_crc(&mut r);
+        refused(&mut dst, &r, Error::InvalidState);
+    }
+    let mut r = rec.clone();
+    r[40..48].copy_from_slice(&(1i64 << 30).to_le_bytes());
+    fix_crc(&mut r);
+    dst.decode(&r).unwrap(); // the largest possible Σx² for one value
+}
+
+/// A window record whose counters contradict each other is refused.
+#[test]
+fn inconsistent_window_counters_are_refused() {
+    let new = || {
+        Window::new(
+            vec![I49F15::ZERO; 1],
+            RamRing::new(vec![Q15::ZERO; 4], 1).unwrap(),
+            3,
+        )
+        .unwrap()
+    };
+    let mut w = new();
+    w.update(&[Q15::from_num(0.5)]).unwrap();
+    let rec = encode(&w);
+    let mut dst = new();
+    // header 24, k 4, count 4, slides 8, since_resum 8, stale 1
+    let edits: [(usize, &[u8], Error); 5] = [
+        (24, &[2, 0, 0, 0], Error::ConfigMismatch),
+        (28, &[4, 0, 0, 0], Error::InvalidState),
+        (32, &[1, 0, 0, 0, 0, 0, 0, 0], Error::InvalidState),
+        (48, &[2], Error::InvalidState),
+        (49, &[0, 0, 0, 0, 0, 0x40, 0, 0], Error::InvalidState),
+    ];
+    for (at, v, want) in edits {
+        let mut r = rec.clone();
+        r[at..at + v.len()].copy_from_slice(v);
+        fix_crc(&mut r);
+        refused(&mut dst, &r, want);
+    }
 }

@@ -166,6 +166,11 @@ fn error_paths_leave_state_unchanged() {
             found: 1
         })
     );
+    let big = polyak::moments::MOMENT_F32_LIMIT;
+    assert_eq!(
+        m.update(&[1.0, big.next_up()]),
+        Err(Error::OutOfRange { index: 1 })
+    );
     assert_eq!(format!("{m:?}"), before);
     m.update(&[3.0, 2.0]).unwrap();
     assert_eq!(m.variance_into(&mut v, 2), Err(Error::InvalidCoefficient));
@@ -213,4 +218,27 @@ fn swag_sampler_draws_from_the_diagonal_gaussian() {
     m.sample_into(&mut Normal::new(7), 0.5, &mut a).unwrap();
     m.sample_into(&mut Normal::new(7), 0.5, &mut b).unwrap();
     assert_eq!(a, b);
+}
+
+/// Values at the limit, alternating in sign for the largest deviations:
+/// the squared sums stay finite and the variance is within its bound.
+#[test]
+fn values_at_the_limit_keep_finite_sums() {
+    let big = polyak::moments::MOMENT_F32_LIMIT;
+    let mut m = Moments::new([MomentF32::ZERO; 1]);
+    let n = 4096;
+    for i in 0..n {
+        m.update(&[if i % 2 == 0 { big } else { -big }]).unwrap();
+    }
+    let mut var = [0.0f32];
+    m.variance_into(&mut var, 0).unwrap();
+    let want = f64::from(big).powi(2);
+    let q = 0.5 * (2.0 * f64::from(big)).powi(2);
+    let bound = 3.0 * EPS * q + ETA;
+    assert!(var[0].is_finite());
+    assert!(
+        (f64::from(var[0]) - want).abs() <= bound,
+        "{} vs {want}",
+        var[0]
+    );
 }

@@ -67,6 +67,10 @@ pub enum Kind {
     Swa = 2,
     /// An [`EmaBank`](crate::EmaBank).
     Bank = 3,
+    /// A [`Window`](crate::window::Window).
+    Window = 4,
+    /// [`Moments`](crate::moments::Moments).
+    Moments = 5,
     /// Kinds from 0x80 up are free for applications (a composite state of
     /// several averagers, say); the element format is then 0 and the
     /// body's length is all in `fields`.
@@ -270,7 +274,7 @@ impl<'s, W: ByteSink> Encoder<'s, W> {
     /// # Errors
     /// The sink's.
     pub fn elem<E: Element>(&mut self, e: &E) -> Result<(), Error> {
-        let mut b = [0u8; 8];
+        let mut b = [0u8; MAX_ELEMENT];
         let dst = b.get_mut(..E::SIZE).unwrap_or(&mut []);
         e.put(dst);
         self.bytes(dst)
@@ -342,7 +346,7 @@ impl<R: ByteSource> Decoder<'_, R> {
     /// # Errors
     /// [`Error::Truncated`]; [`Error::InvalidState`] for an invalid value.
     pub fn elem<E: Element>(&mut self) -> Result<E, Error> {
-        let mut b = [0u8; 8];
+        let mut b = [0u8; MAX_ELEMENT];
         let dst = b.get_mut(..E::SIZE).unwrap_or(&mut []);
         self.src.read_at(self.pos, dst)?;
         self.pos += E::SIZE;
@@ -397,11 +401,14 @@ impl<R: ByteSource> ByteSource for Nested<'_, R> {
     }
 }
 
+/// Largest element, in bytes.
+pub const MAX_ELEMENT: usize = 24;
+
 /// An element type the codec can store: shadows, accumulators, weights.
 pub trait Element: Sized + Copy {
     /// Its format code in the header.
     const FORMAT: u8;
-    /// Bytes per element (at most 8).
+    /// Bytes per element (at most [`MAX_ELEMENT`]).
     const SIZE: usize;
     /// Writes `SIZE` bytes.
     fn put(&self, out: &mut [u8]);
@@ -708,6 +715,9 @@ fn elem_size(format: u8) -> usize {
         1 | 3 | 4 => 4,
         2 | 6 | 7 | 8 | 9 => 8,
         5 => 2,
+        10 => 20,
+        11 => 16,
+        12 => 24,
         _ => 0,
     }
 }

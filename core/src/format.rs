@@ -130,8 +130,13 @@ pub(crate) fn valid_f32(x: f32) -> bool {
 /// Checks f32 input: the first element that is NaN, ±Inf or larger in
 /// magnitude than [`F32_LIMIT`] is reported by index.
 pub(crate) fn check_f32(xs: &[f32]) -> Result<(), Error> {
+    check_f32_within(xs, F32_LIMIT)
+}
+
+/// As [`check_f32`] with another limit.
+pub(crate) fn check_f32_within(xs: &[f32], limit: f32) -> Result<(), Error> {
     const MASK: u32 = 0x7fff_ffff;
-    let limit = F32_LIMIT.to_bits();
+    let limit = limit.to_bits();
     // Branch-free reduction first (vectorises); locate only on failure.
     let worst = xs.iter().fold(0u32, |m, x| m.max(x.to_bits() & MASK));
     if worst <= limit {

@@ -40,11 +40,17 @@
 //! # Ok::<(), polyak::Error>(())
 //! ```
 
-use crate::ema::check_len;
-use crate::format::{CompF32, check_f32};
+use crate::codec::{ByteSink, ByteSource, Decoder, Element, Encoder, Header, Kind, Persist};
+use crate::ema::{check_len, len_u32};
+use crate::format::{CompF32, check_f32_within};
 use crate::kernel::swa::comp_add;
 use crate::num::div_round_i128;
 use crate::{Error, Q15, Q31};
+
+/// Largest `|x|` f32 moments accept (2⁴⁸): squared deviations of 2²⁴
+/// such values sum to at most 2¹²², well inside f32. Larger values are
+/// refused with [`Error::OutOfRange`].
+pub const MOMENT_F32_LIMIT: f32 = f32::from_bits((127 + 48) << 23);
 
 /// f32 moments of one element: a shift and compensated sums of deviations.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -98,7 +104,7 @@ mod sealed {
 }
 
 /// An element type of [`Moments`]. Sealed.
-pub trait Moment: Copy + core::fmt::Debug + sealed::Sealed {
+pub trait Moment: Copy + core::fmt::Debug + sealed::Sealed + Element {
     /// The value type of the stream.
     type Param: Copy;
     /// The variance's type (f32, or Q31 for fixed point).
@@ -115,6 +121,10 @@ pub trait Moment: Copy + core::fmt::Debug + sealed::Sealed {
     fn mean(&self, n: u64) -> Self::Param;
     #[doc(hidden)]
     fn var(&self, n: u64, ddof: u64) -> Self::Var;
+    /// Whether `count` values could have produced these sums (decoding
+    /// refuses sums that later updates would overflow).
+    #[doc(hidden)]
+    fn valid_for(&self, count: u64) -> bool;
 }
 
 impl Moment for MomentF32 {
@@ -124,7 +134,7 @@ impl Moment for MomentF32 {
     const MAX_COUNT: u64 = 1 << 24;
 
     fn check(xs: &[f32]) -> Result<(), Error> {
-        check_f32(xs)
+        check_f32_within(xs, MOMENT_F32_LIMIT)
     }
     fn add(&mut self, x: f32, first: bool) {
         if first {
@@ -140,6 +150,15 @@ impl Moment for MomentF32 {
     fn var(&self, n: u64, ddof: u64) -> f32 {
         let (s1, s2, nf) = (self.s1.to_f64(), self.s2.to_f64(), n as f64);
         ((s2 - s1 * s1 / nf).max(0.0) / (n - ddof) as f64) as f32
+    }
+    // |d| ≤ 2⁴⁹ for every value, so |Σd| ≤ 2⁷³ and Σd² ≤ 2¹²² at any count
+    fn valid_for(&self, count: u64) -> bool {
+        let (s1, s2) = (self.s1.to_f64(), self.s2.to_f64());
+        let empty_ok = count > 0 || (s1 == 0.0 && s2 == 0.0);
+        empty_ok
+            && self.shift.abs() <= MOMENT_F32_LIMIT
+            && s1.abs() <= f64::from_bits((1023 + 73) << 52)
+            && s2 <= f64::from_bits((1023 + 122) << 52)
     }
 }
 
@@ -176,6 +195,10 @@ impl Moment for MomentQ15 {
         let den = u128::from(n) * u128::from(n - ddof);
         Q31::from_bits(ratio(num, den, 0, i128::from(i32::MAX)) as i32)
     }
+    fn valid_for(&self, count: u64) -> bool {
+        let n = i128::from(count);
+        i128::from(self.s1).abs() <= n << 15 && i128::from(self.s2) <= n << 30
+    }
 }
 
 impl Moment for MomentQ31 {
@@ -208,6 +231,10 @@ impl Moment for MomentQ31 {
         let den = u128::from(n) * u128::from(n - ddof);
         // (num / den) / 2^31 = num / (den·2^31); den·2^31 ≤ 2^95
         Q31::from_bits(ratio(num, den << 31, 0, i128::from(i32::MAX)) as i32)
+    }
+    fn valid_for(&self, count: u64) -> bool {
+        let n = i128::from(count);
+        i128::from(self.s1).abs() <= n << 31 && self.s2 <= n << 62
     }
 }
 
@@ -250,7 +277,8 @@ impl<A: Moment, S: AsRef<[A]> + AsMut<[A]>> Moments<A, S> {
     ///
     /// # Errors
     /// [`Error::LengthMismatch`]; for f32 [`Error::NonFinite`] /
-    /// [`Error::OutOfRange`]; [`Error::CountOverflow`] past
+    /// [`Error::OutOfRange`] (beyond [`MOMENT_F32_LIMIT`]);
+    /// [`Error::CountOverflow`] past
     /// [`Moment::MAX_COUNT`]. The state is unchanged on error.
     pub fn update(&mut self, xs: &[A::Param]) -> Result<(), Error> {
         check_len(self.len(), xs.len())?;
@@ -417,6 +445,115 @@ impl<S: AsRef<[MomentF32]> + AsMut<[MomentF32]>> Moments<MomentF32, S> {
         for (o, a) in out.iter_mut().zip(self.acc.as_ref()) {
             let sd = libm::sqrtf(a.var(self.count, 0));
             *o = a.mean(self.count) + scale * sd * rng.sample();
+        }
+        Ok(())
+    }
+}
+
+fn put_all(out: &mut [u8], parts: &[&[u8]]) {
+    let mut at = 0;
+    for p in parts {
+        for (o, b) in out.iter_mut().skip(at).zip(p.iter()) {
+            *o = *b;
+        }
+        at += p.len();
+    }
+}
+
+fn le<const N: usize>(b: &[u8], at: usize) -> Option<[u8; N]> {
+    b.get(at..at + N)?.try_into().ok()
+}
+
+impl Element for MomentF32 {
+    const FORMAT: u8 = 10;
+    const SIZE: usize = 20;
+    fn put(&self, out: &mut [u8]) {
+        let mut s1 = [0u8; 8];
+        let mut s2 = [0u8; 8];
+        self.s1.put(&mut s1);
+        self.s2.put(&mut s2);
+        put_all(out, &[&self.shift.to_bits().to_le_bytes(), &s1, &s2]);
+    }
+    fn get(b: &[u8]) -> Option<Self> {
+        let shift = f32::from_bits(u32::from_le_bytes(le(b, 0)?));
+        let s1 = CompF32::get(b.get(4..12)?)?;
+        let s2 = CompF32::get(b.get(12..20)?)?;
+        (shift.is_finite() && s2.to_f64() >= 0.0).then_some(Self { shift, s1, s2 })
+    }
+}
+
+impl Element for MomentQ15 {
+    const FORMAT: u8 = 11;
+    const SIZE: usize = 16;
+    fn put(&self, out: &mut [u8]) {
+        put_all(out, &[&self.s1.to_le_bytes(), &self.s2.to_le_bytes()]);
+    }
+    fn get(b: &[u8]) -> Option<Self> {
+        let s = Self {
+            s1: i64::from_le_bytes(le(b, 0)?),
+            s2: i64::from_le_bytes(le(b, 8)?),
+        };
+        (s.s2 >= 0).then_some(s)
+    }
+}
+
+impl Element for MomentQ31 {
+    const FORMAT: u8 = 12;
+    const SIZE: usize = 24;
+    fn put(&self, out: &mut [u8]) {
+        put_all(out, &[&self.s1.to_le_bytes(), &self.s2.to_le_bytes()]);
+    }
+    fn get(b: &[u8]) -> Option<Self> {
+        let s = Self {
+            s1: i64::from_le_bytes(le(b, 0)?),
+            s2: i128::from_le_bytes(le(b, 8)?),
+        };
+        (s.s2 >= 0).then_some(s)
+    }
+}
+
+/// The moments' state: the count and every element's sums. Decoding
+/// refuses sums that `count` values could not give.
+impl<A: Moment, S: AsRef<[A]> + AsMut<[A]>> Persist for Moments<A, S> {
+    fn header(&self) -> Header {
+        Header {
+            kind: Kind::Moments as u8,
+            format: A::FORMAT,
+            len: len_u32(self.len()),
+            layout: 0,
+            fields: 8,
+            members: 1,
+        }
+    }
+
+    fn encode_body<W: ByteSink>(&self, enc: &mut Encoder<'_, W>) -> Result<(), Error> {
+        enc.u64(self.count)?;
+        for a in self.acc.as_ref() {
+            enc.elem(a)?;
+        }
+        Ok(())
+    }
+
+    fn decode_body<R: ByteSource>(
+        &mut self,
+        dec: &mut Decoder<'_, R>,
+        apply: bool,
+    ) -> Result<(), Error> {
+        let count = dec.u64()?;
+        if count > A::MAX_COUNT {
+            return Err(Error::InvalidState);
+        }
+        for slot in self.acc.as_mut() {
+            let v = dec.elem::<A>()?;
+            if !v.valid_for(count) {
+                return Err(Error::InvalidState);
+            }
+            if apply {
+                *slot = v;
+            }
+        }
+        if apply {
+            self.count = count;
         }
         Ok(())
     }

@@ -38,7 +38,8 @@
 use core::num::NonZeroU64;
 
 use crate::Error;
-use crate::ema::{CHUNK, check_len};
+use crate::codec::{ByteSink, ByteSource, Decoder, Element, Encoder, Header, Kind, Persist};
+use crate::ema::{CHUNK, check_len, len_u32};
 use crate::swa::SwaAccumulator;
 
 /// Storage for the snapshots of a window: `slots` snapshots of `len`
@@ -83,6 +84,15 @@ impl<T: Copy, S: AsRef<[T]> + AsMut<[T]>> RamRing<T, S> {
             len,
             _elem: core::marker::PhantomData,
         })
+    }
+}
+
+impl<T: Copy, S: AsRef<[T]>> RamRing<T, S> {
+    fn value(&self, slot: usize, i: usize) -> Option<T> {
+        self.buf
+            .as_ref()
+            .get(slot.checked_mul(self.len)?.checked_add(i)?)
+            .copied()
     }
 }
 
@@ -291,3 +301,111 @@ impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>, W: WindowStore<A::Param>> Wi
         Ok(())
     }
 }
+
+/// A window over a [`RamRing`] persists whole: its counters, its running
+/// sum and the snapshots in the window, oldest first (the record holds `k`
+/// snapshots; unused ones are zero). Decoding checks the sums against the
+/// count and every snapshot value, and puts the oldest snapshot in slot 0.
+/// A window over another store persists through that store.
+impl<A, S, B> Persist for Window<A, S, RamRing<A::Param, B>>
+where
+    A: SwaAccumulator,
+    A::Param: Element,
+    S: AsRef<[A]> + AsMut<[A]>,
+    B: AsRef<[A::Param]> + AsMut<[A::Param]>,
+{
+    fn header(&self) -> Header {
+        let snapshots = self
+            .k
+            .saturating_mul(self.sum.as_ref().len())
+            .saturating_mul(<A::Param as Element>::SIZE);
+        Header {
+            kind: Kind::Window as u8,
+            format: A::FORMAT,
+            len: len_u32(self.sum.as_ref().len()),
+            layout: 0,
+            fields: len_u32(WINDOW_FIELDS.saturating_add(snapshots)),
+            members: 1,
+        }
+    }
+
+    fn encode_body<W: ByteSink>(&self, enc: &mut Encoder<'_, W>) -> Result<(), Error> {
+        enc.u32(len_u32(self.k))?;
+        enc.u32(len_u32(self.count))?;
+        enc.u64(self.slides)?;
+        enc.u64(self.since_resum)?;
+        enc.u8(u8::from(self.stale))?;
+        for a in self.sum.as_ref() {
+            enc.elem(a)?;
+        }
+        let len = self.sum.as_ref().len();
+        for i in 0..self.k {
+            let slot = self.slot(i);
+            for j in 0..len {
+                let v = match i < self.count {
+                    true => self.store.value(slot, j).unwrap_or(A::PARAM_ZERO),
+                    false => A::PARAM_ZERO,
+                };
+                enc.elem(&v)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn decode_body<R: ByteSource>(
+        &mut self,
+        dec: &mut Decoder<'_, R>,
+        apply: bool,
+    ) -> Result<(), Error> {
+        if dec.u32()? != len_u32(self.k) {
+            return Err(Error::ConfigMismatch);
+        }
+        let count = dec.u32()? as usize;
+        let slides = dec.u64()?;
+        let since_resum = dec.u64()?;
+        let stale = match dec.u8()? {
+            0 => false,
+            1 => true,
+            _ => return Err(Error::InvalidState),
+        };
+        if count > self.k || (count < self.k && slides != 0) || since_resum > slides {
+            return Err(Error::InvalidState);
+        }
+        for slot in self.sum.as_mut() {
+            let v = dec.elem::<A>()?;
+            if !v.valid_for(count as u32) {
+                return Err(Error::InvalidState);
+            }
+            if apply {
+                *slot = v;
+            }
+        }
+        let len = self.store.len;
+        for i in 0..self.k {
+            for j in 0..len {
+                let v = dec.elem::<A::Param>()?;
+                if !A::valid(&v) {
+                    return Err(Error::InvalidState);
+                }
+                if let (true, Some(d)) = (
+                    apply && i < count,
+                    self.store.buf.as_mut().get_mut(i * len + j),
+                ) {
+                    *d = v;
+                }
+            }
+        }
+        if apply {
+            self.count = count;
+            self.oldest = 0;
+            self.slides = slides;
+            self.since_resum = since_resum;
+            self.stale = stale;
+        }
+        Ok(())
+    }
+}
+
+/// Bytes of a window record's counters: k, count, slides, slides since
+/// the last re-sum, the stale flag.
+const WINDOW_FIELDS: usize = 4 + 4 + 8 + 8 + 1;

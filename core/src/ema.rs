@@ -214,21 +214,22 @@ fn q31_coef(alpha: f32) -> U1F31 {
         let bits = alpha.to_bits();
         let exp = (bits >> 23) & 0xff;
         // α = m·2^(exp − 150), so α·2^31 = m·2^(exp − 119); α < 1 means
-        // exp ≤ 126, a left shift of at most 7. Subnormal α (exp = 0) and
-        // anything below 2^-32 rounds to 0 and is raised to 1.
-        let m = u64::from((bits & 0x7f_ffff) | 0x80_0000);
+        // exp ≤ 126, a left shift of at most 7 (m < 2^24: the result stays
+        // below 2^31). Below 2^-32 (exp < 95, subnormals included) α·2^31
+        // rounds to 0 and is raised to 1.
+        let m = (bits & 0x7f_ffff) | 0x80_0000;
         let v = if exp >= 119 {
             m << (exp - 119)
-        } else if exp >= 119 - 40 {
+        } else if exp >= 119 - 24 {
             let sh = 119 - exp;
             let q = m >> sh;
             let r = m & ((1 << sh) - 1);
             let half = 1 << (sh - 1);
-            q + u64::from((r > half) | ((r == half) & (q & 1 != 0)))
+            q + u32::from((r > half) | ((r == half) & (q & 1 != 0)))
         } else {
             0
         };
-        v.max(1).min(1 << 31) as u32
+        v.clamp(1, 1 << 31)
     };
     U1F31::from_bits(raw)
 }
@@ -434,9 +435,8 @@ impl EmaShadow for CompF32 {
 /// so increments far below 1 LSB of Q15 still accumulate.
 ///
 /// The step is `s ← s + round(α·(x·2¹⁶ − s))` in Q31 units, with α a Q31
-/// coefficient ([`U1F31`]) and the product exact in i64. When α = 2⁻ᵏ (a
-/// [`Decay::Shift`](crate::schedule::Decay::Shift) schedule) and the
-/// rounding is nearest-even, the multiply is a shift.
+/// coefficient ([`U1F31`]) and the product exact in i64 (one 32×32→64
+/// multiply-accumulate on a Cortex-M4, so α = 2⁻ᵏ needs no shift path).
 ///
 /// **Rounding**: the increment to nearest-even (or stochastically) in Q31;
 /// the read to nearest-even in Q15. **Overflow**: none — every step lands
@@ -481,10 +481,9 @@ impl EmaShadow for I1F31 {
     }
     fn step(shadow: &mut [I1F31], params: &[Q15], alpha: U1F31, rounding: Rounding, rng: &mut u32) {
         let a = i64::from(alpha.to_bits());
-        match (rounding, shift_of(alpha)) {
-            (Rounding::NearestEven, Some(sh)) => k::q15_wide_shift(shadow, params, sh),
-            (Rounding::NearestEven, None) => k::q15_wide(shadow, params, a, &mut Nearest),
-            (Rounding::Stochastic { .. }, _) => {
+        match rounding {
+            Rounding::NearestEven => k::q15_wide(shadow, params, a, &mut Nearest),
+            Rounding::Stochastic { .. } => {
                 k::q15_wide(shadow, params, a, &mut Stochastic(seeded(rng)))
             }
         }
@@ -1123,6 +1122,7 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>, P: InputPolicy> Ema<A, S, P> {
     }
 
     /// Bookkeeping after an update's pass.
+    #[inline(always)]
     fn finish(&mut self, calls: u64, bad: u64, action: Action) -> Result<(), Error> {
         match action {
             Action::Copy => {

@@ -366,8 +366,15 @@ impl<A: Moment, S: AsRef<[A]> + AsMut<[A]>> Moments<A, S> {
         if self.count < 2 {
             return Err(Error::TooFewSamples);
         }
-        self.mean_into(running_mean)?;
-        self.variance_into(running_var, 1)
+        for ((m, v), a) in running_mean
+            .iter_mut()
+            .zip(running_var.iter_mut())
+            .zip(self.acc.as_ref())
+        {
+            *m = a.mean(self.count);
+            *v = a.var(self.count, 1);
+        }
+        Ok(())
     }
 
     /// Forgets everything (for the next pass through the data).

@@ -12,7 +12,7 @@
 //! - [`Rate::Anneal`]: with `s = t − start` and `a = min(1, s/A)` (`a = 1`
 //!   at once if the anneal length `A` is 0), the rate is
 //!   `lr_avg·w + lr_train·(1 − w)` with `w = a` ([`Anneal::Linear`]) or
-//!   `w = (1 − cos(π·a))/2` ([`Anneal::Cosine`], feature `libm`). A
+//!   `w = (1 − cos(π·a))/2` (`Anneal::Cosine`, feature `libm`). A
 //!   snapshot is taken every `every` steps from `start`.
 //! - [`Rate::Cyclic`] (Izmailov et al. 2018): in each cycle of `c` steps
 //!   the rate falls linearly from `high` to `low`, `τ = (s mod c + 1)/c`,

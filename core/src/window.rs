@@ -35,7 +35,7 @@
 //! # Ok::<(), polyak::Error>(())
 //! ```
 
-use core::num::NonZeroU64;
+use core::num::{NonZeroU64, NonZeroUsize};
 
 use crate::Error;
 use crate::codec::{ByteSink, ByteSource, Decoder, Element, Encoder, Header, Kind, Persist};
@@ -140,6 +140,8 @@ pub struct Window<A: SwaAccumulator, S, W> {
     sum: S,
     store: W,
     k: usize,
+    /// `k + 1`, the slots in use.
+    ring: NonZeroUsize,
     count: usize,
     oldest: usize,
     slides: u64,
@@ -161,12 +163,14 @@ impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>, W: WindowStore<A::Param>> Wi
         if k == 0 || store.slots() < k.saturating_add(1) || k > A::MAX_COUNT as usize {
             return Err(Error::InvalidWindow);
         }
+        let ring = NonZeroUsize::new(k.wrapping_add(1)).ok_or(Error::InvalidWindow)?;
         check_len(sum.as_ref().len(), store.snapshot_len())?;
         sum.as_mut().fill(A::ZERO);
         Ok(Self {
             sum,
             store,
             k,
+            ring,
             count: 0,
             oldest: 0,
             slides: 0,
@@ -211,7 +215,7 @@ impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>, W: WindowStore<A::Param>> Wi
     }
 
     fn slot(&self, i: usize) -> usize {
-        (self.oldest + i) % (self.k + 1)
+        (self.oldest + i) % self.ring
     }
 
     /// Adds (`sign = 1`) or subtracts (`-1`) the snapshot in `slot` to the
@@ -270,7 +274,7 @@ impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>, W: WindowStore<A::Param>> Wi
             self.stale = true;
             self.fold_slot(oldest, true)?;
             self.stale = false;
-            self.oldest = (self.oldest + 1) % (self.k + 1);
+            self.oldest = (self.oldest + 1) % self.ring;
             self.slides += 1;
             self.since_resum += 1;
         } else {

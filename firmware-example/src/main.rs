@@ -23,7 +23,7 @@ mod firmware {
     use cortex_m_rt::{ExceptionFrame, entry, exception};
     use cortex_m_semihosting::debug::{self, EXIT_FAILURE, EXIT_SUCCESS};
     use demo::sensor::{Sensor, SimSensor};
-    use demo::train::{Buffers, Checkpoint, Config, Row, RunError, Trainer, run};
+    use demo::train::{Buffers, Checkpoint, Config, Row, RunError, Trainer, WINDOW, run};
     use polyak::store::Store;
 
     /// Weights of the model.
@@ -76,14 +76,16 @@ mod firmware {
         for seed in SEEDS {
             let cfg = Config::new(seed);
             defmt::println!(
-                "config seed={=u64} steps={=u32} lr={=f32} beta={=f32} noise={=f32} swa_from={=u32} switch_every={=u32}",
+                "config seed={=u64} steps={=u32} lr={=f32} beta={=f32} noise={=f32} swa_from={=u32} switch_every={=u32} window={=usize} window_every={=u32}",
                 seed,
                 cfg.steps,
                 cfg.lr,
                 cfg.beta,
                 cfg.noise,
                 cfg.steps / 2 + 1,
-                cfg.switch_every
+                cfg.switch_every,
+                WINDOW,
+                cfg.window_every
             );
             let sim = SimSensor::<D>::new(seed, cfg.noise);
             let w_star = *sim.w_star();
@@ -96,21 +98,24 @@ mod firmware {
             };
             let result = run(&cfg, &mut sensor, &w_star, bufs, |r: &Row| {
                 defmt::println!(
-                    "row seed={=u64} step={=u32} last={=f32} ema={=f32} ema_q15={=f32} swa={=f32} switch={=f32}",
+                    "row seed={=u64} step={=u32} last={=f32} ema={=f32} ema_q15={=f32} swa={=f32} switch={=f32} window={=f32} act_mean={=f32} act_var={=f32}",
                     seed,
                     r.step,
                     r.last,
                     r.ema,
                     r.ema_q15,
                     r.swa,
-                    r.switch
+                    r.switch,
+                    r.window,
+                    r.act_mean,
+                    r.act_var
                 );
             });
             match result {
                 Ok(s) => {
                     let c = s.checksums;
                     defmt::println!(
-                        "sum seed={=u64} last={=u32:#010x} ema={=u32:#010x} ema_q15={=u32:#010x} ema_q15_shadow={=u32:#010x} swa={=u32:#010x} switch={=u32:#010x} q15_saturated={=u32}",
+                        "sum seed={=u64} last={=u32:#010x} ema={=u32:#010x} ema_q15={=u32:#010x} ema_q15_shadow={=u32:#010x} swa={=u32:#010x} switch={=u32:#010x} window={=u32:#010x} stats={=u32:#010x} q15_saturated={=u32}",
                         seed,
                         c.last,
                         c.ema,
@@ -118,16 +123,19 @@ mod firmware {
                         c.ema_q15_shadow,
                         c.swa,
                         c.switch,
+                        c.window,
+                        c.stats,
                         s.q15_saturated
                     );
                     let r = s.last_row;
                     let ema_wins = r.ema < r.last;
                     all_ok &= ema_wins;
                     defmt::println!(
-                        "result seed={=u64} ema_over_last={=f32} swa_over_last={=f32} ema_wins={=bool}",
+                        "result seed={=u64} ema_over_last={=f32} swa_over_last={=f32} window_over_last={=f32} ema_wins={=bool}",
                         seed,
                         r.ema / r.last,
                         r.swa / r.last,
+                        r.window / r.last,
                         ema_wins
                     );
                 }
@@ -211,13 +219,16 @@ mod firmware {
         while !trainer.done() {
             let row = |r: &Row| {
                 defmt::println!(
-                    "row seed=1 step={=u32} last={=f32} ema={=f32} ema_q15={=f32} swa={=f32} switch={=f32}",
+                    "row seed=1 step={=u32} last={=f32} ema={=f32} ema_q15={=f32} swa={=f32} switch={=f32} window={=f32} act_mean={=f32} act_var={=f32}",
                     r.step,
                     r.last,
                     r.ema,
                     r.ema_q15,
                     r.swa,
-                    r.switch
+                    r.switch,
+                    r.window,
+                    r.act_mean,
+                    r.act_var
                 );
             };
             if trainer.advance(&mut sensor, &w_star, row).is_err() {
@@ -254,13 +265,15 @@ mod firmware {
             Ok(s) => {
                 let c = s.checksums;
                 defmt::println!(
-                    "sum seed=1 last={=u32:#010x} ema={=u32:#010x} ema_q15={=u32:#010x} ema_q15_shadow={=u32:#010x} swa={=u32:#010x} switch={=u32:#010x} q15_saturated={=u32}",
+                    "sum seed=1 last={=u32:#010x} ema={=u32:#010x} ema_q15={=u32:#010x} ema_q15_shadow={=u32:#010x} swa={=u32:#010x} switch={=u32:#010x} window={=u32:#010x} stats={=u32:#010x} q15_saturated={=u32}",
                     c.last,
                     c.ema,
                     c.ema_q15,
                     c.ema_q15_shadow,
                     c.swa,
                     c.switch,
+                    c.window,
+                    c.stats,
                     s.q15_saturated
                 );
                 exit(true);

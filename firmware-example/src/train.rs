@@ -1,21 +1,31 @@
 //! The training run: online SGD with a constant learning rate on a linear
 //! regression model, keeping at the same time
 //!
-//! - an f32 EMA of the weights (plain form),
+//! - an f32 EMA of the weights (compensated shadow, which does not stall
+//!   at β near 1),
 //! - a Q15 EMA with the Q31 wide shadow,
 //! - an SWA over the second half of training (compensated f32 sum),
 //! - a Switch EMA: a second SGD trajectory whose compensated EMA is copied
-//!   back into its weights every `switch_every` steps.
+//!   back into its weights every `switch_every` steps,
+//! - a sliding window (LAWA-style) over the last [`WINDOW`] Q15
+//!   snapshots, taken every `window_every` steps, in a RAM ring, with an
+//!   exact sum (its average is bit for bit the one recomputed from the
+//!   snapshots).
 //!
 //! Every `eval_every` steps the excess risk `E[((w − w*)·x)²]` of each
 //! weight vector is estimated on a held-out set (regenerated from its own
-//! seed, so it needs no storage) and handed to a callback.
+//! seed, so it needs no storage) and handed to a callback. The same pass
+//! recomputes the statistics a normalisation layer after the window model
+//! would need (the mean and unbiased variance of its output activation),
+//! as `update_bn` does after averaging.
 
 use embedded_hal::i2c::I2c;
 use polyak::codec::{ByteSink, ByteSource, Decoder, Encoder, Header, Kind, Persist};
-use polyak::{CompF32, I1F31, Q15};
+use polyak::moments::MomentF32;
+use polyak::window::RamRing;
+use polyak::{CompF32, I1F31, I49F15, Q15};
 
-use self::ops::{Ema32, EmaComp, EmaQ15, Swa32};
+use self::ops::{EmaComp, EmaQ15, Stats, Swa32, WinQ15};
 
 use crate::fnv1a;
 use crate::rng::Rng;
@@ -40,7 +50,12 @@ pub struct Config {
     pub switch_every: u32,
     /// Held-out samples per evaluation.
     pub holdout: u32,
+    /// Steps between snapshots into the sliding window.
+    pub window_every: u32,
 }
+
+/// Snapshots in the sliding window.
+pub const WINDOW: usize = 8;
 
 impl Config {
     /// The configuration the firmware runs, for a given seed.
@@ -54,6 +69,7 @@ impl Config {
             eval_every: 2_000,
             switch_every: 1_000,
             holdout: 128,
+            window_every: 250,
         }
     }
 }
@@ -73,6 +89,13 @@ pub struct Row {
     pub swa: f32,
     /// The Switch-EMA model's average.
     pub switch: f32,
+    /// The sliding window's average.
+    pub window: f32,
+    /// Mean of the window model's output over the held-out set.
+    pub act_mean: f32,
+    /// Unbiased variance of the window model's output over the held-out
+    /// set.
+    pub act_var: f32,
 }
 
 /// FNV-1a checksums of the raw bits of every buffer at the end.
@@ -90,6 +113,26 @@ pub struct Checksums {
     pub swa: u32,
     /// Switch-EMA average, as read.
     pub switch: u32,
+    /// Sliding-window average, as read.
+    pub window: u32,
+    /// The last evaluation's activation statistics (mean, variance).
+    pub stats: u32,
+}
+
+impl Checksums {
+    /// Every checksum with its name, as the firmware prints them.
+    pub fn named(&self) -> [(&'static str, u32); 8] {
+        [
+            ("last", self.last),
+            ("ema", self.ema),
+            ("ema_q15", self.ema_q15),
+            ("ema_q15_shadow", self.ema_q15_shadow),
+            ("swa", self.swa),
+            ("switch", self.switch),
+            ("window", self.window),
+            ("stats", self.stats),
+        ]
+    }
 }
 
 /// What a run ends with.
@@ -129,10 +172,12 @@ pub struct Buffers<const D: usize> {
     x: [f32; D],
     q: [Q15; D],
     read: [f32; D],
-    ema: [f32; D],
+    ema: [CompF32; D],
     ema_q15: [I1F31; D],
     swa: [CompF32; D],
     switch_ema: [CompF32; D],
+    window_sum: [I49F15; D],
+    window_ring: [[Q15; D]; WINDOW + 1],
 }
 
 impl<const D: usize> Buffers<D> {
@@ -144,10 +189,12 @@ impl<const D: usize> Buffers<D> {
             x: [0.0; D],
             q: [Q15::ZERO; D],
             read: [0.0; D],
-            ema: [0.0; D],
+            ema: [CompF32::ZERO; D],
             ema_q15: [I1F31::ZERO; D],
             swa: [CompF32::ZERO; D],
             switch_ema: [CompF32::ZERO; D],
+            window_sum: [I49F15::ZERO; D],
+            window_ring: [[Q15::ZERO; D]; WINDOW + 1],
         }
     }
 
@@ -167,27 +214,21 @@ impl<const D: usize> Default for Buffers<D> {
 /// point: the kernels are inlined into these, so the release ELF has one
 /// symbol per operation and `cargo xtask size` can report its `.text`.
 pub mod ops {
-    use polyak::{CompF32, Ema, Error, I1F31, Q15, Swa};
+    use polyak::moments::{MomentF32, Moments};
+    use polyak::window::{RamRing, Window};
+    use polyak::{CompF32, Ema, Error, I1F31, I49F15, Q15, Swa};
 
-    /// f32 EMA over a borrowed buffer.
-    pub type Ema32<'a> = Ema<f32, &'a mut [f32]>;
     /// Compensated f32 EMA over a borrowed buffer.
     pub type EmaComp<'a> = Ema<CompF32, &'a mut [CompF32]>;
     /// Q15 EMA with a Q31 shadow over a borrowed buffer.
     pub type EmaQ15<'a> = Ema<I1F31, &'a mut [I1F31]>;
     /// f32 SWA over a borrowed buffer.
     pub type Swa32<'a> = Swa<CompF32, &'a mut [CompF32]>;
+    /// Q15 sliding window: exact sum and a RAM ring, both borrowed.
+    pub type WinQ15<'a> = Window<I49F15, &'a mut [I49F15], RamRing<Q15, &'a mut [Q15]>>;
+    /// Per-channel activation statistics of one channel.
+    pub type Stats = Moments<MomentF32, [MomentF32; 1]>;
 
-    /// `Ema<f32>::update`.
-    #[inline(never)]
-    pub fn ema_f32_update(e: &mut Ema32<'_>, w: &[f32]) -> Result<(), Error> {
-        e.update(w)
-    }
-    /// `Ema<f32>::read_into`.
-    #[inline(never)]
-    pub fn ema_f32_read(e: &Ema32<'_>, out: &mut [f32]) -> Result<(), Error> {
-        e.read_into(out)
-    }
     /// `Ema<CompF32>::update`.
     #[inline(never)]
     pub fn ema_comp_update(e: &mut EmaComp<'_>, w: &[f32]) -> Result<(), Error> {
@@ -217,6 +258,26 @@ pub mod ops {
     #[inline(never)]
     pub fn swa_read(s: &Swa32<'_>, out: &mut [f32]) -> Result<(), Error> {
         s.read_into(out)
+    }
+    /// `Window<I49F15>::update` (Q15 over a RAM ring).
+    #[inline(never)]
+    pub fn window_update(w: &mut WinQ15<'_>, q: &[Q15]) -> Result<(), Error> {
+        w.update(q)
+    }
+    /// `Window<I49F15>::read_into`.
+    #[inline(never)]
+    pub fn window_read(w: &mut WinQ15<'_>, out: &mut [Q15]) -> Result<(), Error> {
+        w.read_into(out)
+    }
+    /// `Moments<MomentF32>::update`.
+    #[inline(never)]
+    pub fn stats_update(m: &mut Stats, x: &[f32]) -> Result<(), Error> {
+        m.update(x)
+    }
+    /// `Moments<MomentF32>::write_into` (mean and unbiased variance).
+    #[inline(never)]
+    pub fn stats_write(m: &Stats, mean: &mut [f32], var: &mut [f32]) -> Result<(), Error> {
+        m.write_into(mean, var)
     }
 }
 
@@ -254,17 +315,19 @@ pub struct Trainer<'b, const D: usize> {
     x: &'b mut [f32; D],
     q: &'b mut [Q15; D],
     read: &'b mut [f32; D],
-    ema: Ema32<'b>,
+    ema: EmaComp<'b>,
     ema_q15: EmaQ15<'b>,
     swa: Swa32<'b>,
     switch_ema: EmaComp<'b>,
+    window: WinQ15<'b>,
 }
 
 impl<'b, const D: usize> Trainer<'b, D> {
     /// A fresh run over `bufs`.
     ///
     /// # Errors
-    /// [`polyak::Error::InvalidDecay`] for a bad β in `cfg`.
+    /// [`polyak::Error::InvalidDecay`] for a bad β in `cfg`;
+    /// [`polyak::Error::InvalidWindow`] if `D` is 0.
     pub fn new(cfg: &Config, bufs: &'b mut Buffers<D>) -> Result<Self, polyak::Error> {
         let Buffers {
             w,
@@ -276,7 +339,10 @@ impl<'b, const D: usize> Trainer<'b, D> {
             ema_q15,
             swa,
             switch_ema,
+            window_sum,
+            window_ring,
         } = bufs;
+        let ring = RamRing::new(window_ring.as_flattened_mut(), D)?;
         w.fill(0.0);
         w_switch.fill(0.0);
         Ok(Self {
@@ -289,10 +355,11 @@ impl<'b, const D: usize> Trainer<'b, D> {
             x,
             q,
             read,
-            ema: Ema32::new(&mut ema[..], cfg.beta)?,
+            ema: EmaComp::new(&mut ema[..], cfg.beta)?,
             ema_q15: EmaQ15::new(&mut ema_q15[..], cfg.beta)?,
             swa: Swa32::new(&mut swa[..]),
             switch_ema: EmaComp::new(&mut switch_ema[..], cfg.beta)?,
+            window: WinQ15::new(&mut window_sum[..], ring, WINDOW)?,
         })
     }
 
@@ -322,13 +389,16 @@ impl<'b, const D: usize> Trainer<'b, D> {
         let y = sensor.read_sample(self.x).map_err(RunError::Sensor)?;
         sgd(self.w, self.x, y, cfg.lr);
         sgd(self.w_switch, self.x, y, cfg.lr);
-        ops::ema_f32_update(&mut self.ema, self.w)?;
+        ops::ema_comp_update(&mut self.ema, self.w)?;
         self.q15_saturated += to_q15(self.w, self.q);
         ops::ema_q15_update(&mut self.ema_q15, self.q)?;
         if step > cfg.steps / 2 {
             ops::swa_update(&mut self.swa, self.w)?;
         }
         ops::ema_comp_update(&mut self.switch_ema, self.w_switch)?;
+        if step.checked_rem(cfg.window_every) == Some(0) {
+            ops::window_update(&mut self.window, self.q)?;
+        }
         if step.checked_rem(cfg.switch_every) == Some(0) {
             // Switch EMA: the model continues from its average.
             ops::ema_comp_read(&self.switch_ema, self.w_switch)?;
@@ -346,7 +416,8 @@ impl<'b, const D: usize> Trainer<'b, D> {
         let mut ema_read = [0.0f32; D];
         let mut q15_read = [0.0f32; D];
         let mut swa_read = [f32::NAN; D];
-        ops::ema_f32_read(&self.ema, &mut ema_read)?;
+        let mut window_read = [f32::NAN; D];
+        ops::ema_comp_read(&self.ema, &mut ema_read)?;
         ops::ema_q15_read(&self.ema_q15, self.q)?;
         for (f, q) in q15_read.iter_mut().zip(self.q.iter()) {
             *f = q15_to_f32(q.to_bits());
@@ -355,14 +426,35 @@ impl<'b, const D: usize> Trainer<'b, D> {
         if swa_ready {
             ops::swa_read(&self.swa, &mut swa_read)?;
         }
+        let window_ready = self.window.count() > 0;
+        if window_ready {
+            ops::window_read(&mut self.window, self.q)?;
+            for (f, q) in window_read.iter_mut().zip(self.q.iter()) {
+                *f = q15_to_f32(q.to_bits());
+            }
+        }
         ops::ema_comp_read(&self.switch_ema, self.read)?;
-        let sets: [&[f32]; 5] = [self.w, &ema_read, &q15_read, &swa_read, self.read];
-        let mut risks = [0.0f32; 5];
-        excess_risks(&self.cfg, w_star, &sets, &mut risks);
+        let sets: [&[f32]; SETS] = [
+            self.w,
+            &ema_read,
+            &q15_read,
+            &swa_read,
+            self.read,
+            &window_read,
+        ];
+        let mut risks = [0.0f32; SETS];
+        let mut stats = Stats::new([MomentF32::ZERO]);
+        excess_risks(&self.cfg, w_star, &sets, &mut risks, &mut stats)?;
+        let (mut act_mean, mut act_var) = ([f32::NAN], [f32::NAN]);
+        if window_ready {
+            ops::stats_write(&stats, &mut act_mean, &mut act_var)?;
+        } else {
+            risks[5] = f32::NAN;
+        }
         if !swa_ready {
             risks[3] = f32::NAN;
         }
-        let [last, e, eq, s, sw] = risks;
+        let [last, e, eq, s, sw, win] = risks;
         if [last, e, eq, sw].iter().any(|r| !r.is_finite()) {
             return Err(RunError::NonFinite);
         }
@@ -373,6 +465,9 @@ impl<'b, const D: usize> Trainer<'b, D> {
             ema_q15: eq,
             swa: s,
             switch: sw,
+            window: win,
+            act_mean: act_mean[0],
+            act_var: act_var[0],
         })
     }
 
@@ -383,7 +478,7 @@ impl<'b, const D: usize> Trainer<'b, D> {
     pub fn summary<E>(&mut self) -> Result<Summary, RunError<E>> {
         let last_row = self.last_row.ok_or(RunError::NonFinite)?;
         let bits = |v: &[f32]| fnv1a(v.iter().map(|x| x.to_bits()));
-        ops::ema_f32_read(&self.ema, self.read)?;
+        ops::ema_comp_read(&self.ema, self.read)?;
         let ema_sum = bits(self.read);
         ops::ema_q15_read(&self.ema_q15, self.q)?;
         let q15_sum = fnv1a(self.q.iter().map(|v| u32::from(v.to_bits() as u16)));
@@ -392,6 +487,8 @@ impl<'b, const D: usize> Trainer<'b, D> {
         let swa_sum = bits(self.read);
         ops::ema_comp_read(&self.switch_ema, self.read)?;
         let switch_sum = bits(self.read);
+        ops::window_read(&mut self.window, self.q)?;
+        let window_sum = fnv1a(self.q.iter().map(|v| u32::from(v.to_bits() as u16)));
         Ok(Summary {
             last_row,
             checksums: Checksums {
@@ -401,6 +498,8 @@ impl<'b, const D: usize> Trainer<'b, D> {
                 ema_q15_shadow: q15_shadow,
                 swa: swa_sum,
                 switch: switch_sum,
+                window: window_sum,
+                stats: bits(&[last_row.act_mean, last_row.act_var]),
             },
             q15_saturated: self.q15_saturated,
         })
@@ -408,7 +507,7 @@ impl<'b, const D: usize> Trainer<'b, D> {
 }
 
 /// Everything needed to resume a run: the trainer (SGD weights, counters,
-/// the four averagers) and the position of the sensor's sample stream,
+/// the five averagers) and the position of the sensor's sample stream,
 /// saved as one record (so the store commits all of it or none of it).
 pub struct Checkpoint<'t, 'b, const D: usize> {
     /// The run.
@@ -418,19 +517,20 @@ pub struct Checkpoint<'t, 'b, const D: usize> {
 }
 
 impl<const D: usize> Checkpoint<'_, '_, D> {
-    fn parts(&self) -> [usize; 4] {
+    fn parts(&self) -> [usize; 5] {
         let t = &*self.trainer;
         [
             t.ema.encoded_len(),
             t.ema_q15.encoded_len(),
             t.swa.encoded_len(),
             t.switch_ema.encoded_len(),
+            t.window.encoded_len(),
         ]
     }
 }
 
 /// A composite record (application kind 0x80): step, counters, sensor
-/// position, the two SGD weight vectors, then the four averagers' own
+/// position, the two SGD weight vectors, then the five averagers' own
 /// records, each preceded by its length.
 impl<const D: usize> Persist for Checkpoint<'_, '_, D> {
     fn header(&self) -> Header {
@@ -453,7 +553,7 @@ impl<const D: usize> Persist for Checkpoint<'_, '_, D> {
         for v in t.w.iter().chain(t.w_switch.iter()) {
             enc.f32(*v)?;
         }
-        let [a, b, c, d] = self.parts();
+        let [a, b, c, d, e] = self.parts();
         enc.u32(a as u32)?;
         t.ema.encode_to(enc)?;
         enc.u32(b as u32)?;
@@ -461,7 +561,9 @@ impl<const D: usize> Persist for Checkpoint<'_, '_, D> {
         enc.u32(c as u32)?;
         t.swa.encode_to(enc)?;
         enc.u32(d as u32)?;
-        t.switch_ema.encode_to(enc)
+        t.switch_ema.encode_to(enc)?;
+        enc.u32(e as u32)?;
+        t.window.encode_to(enc)
     }
 
     fn decode_body<R: ByteSource>(
@@ -480,12 +582,13 @@ impl<const D: usize> Persist for Checkpoint<'_, '_, D> {
         if step > self.trainer.cfg.steps {
             return Err(polyak::Error::InvalidState);
         }
-        let [a, b, c, d] = self.parts();
+        let [a, b, c, d, e] = self.parts();
         let t = &mut *self.trainer;
         part(&mut t.ema, dec, a, apply)?;
         part(&mut t.ema_q15, dec, b, apply)?;
         part(&mut t.swa, dec, c, apply)?;
         part(&mut t.switch_ema, dec, d, apply)?;
+        part(&mut t.window, dec, e, apply)?;
         if apply {
             t.step = step;
             t.q15_saturated = saturated;
@@ -536,16 +639,23 @@ pub fn run<const D: usize, I: I2c>(
     t.summary()
 }
 
-/// `mean_j ((w − w*)·x_j)²` over the held-out set, for every `w` in `sets`.
+/// Weight vectors evaluated: last, EMA, EMA Q15, SWA, Switch EMA, window.
+const SETS: usize = 6;
+
+/// `mean_j ((w − w*)·x_j)²` over the held-out set, for every `w` in `sets`;
+/// the window model's outputs `w·x_j` (the last set) go into `stats` when
+/// they are finite (once the window has a snapshot).
 fn excess_risks<const D: usize>(
     cfg: &Config,
     w_star: &[f32; D],
-    sets: &[&[f32]; 5],
-    out: &mut [f32; 5],
-) {
+    sets: &[&[f32]; SETS],
+    out: &mut [f32; SETS],
+    stats: &mut Stats,
+) -> Result<(), polyak::Error> {
     let mut rng = Rng::new(cfg.seed ^ 0x5eed_0f4e_1d00_u64);
-    let mut acc = [0.0f32; 5];
+    let mut acc = [0.0f32; SETS];
     let mut x = [0.0f32; D];
+    let dot = |a: &[f32], x: &[f32]| a.iter().zip(x).fold(0.0f32, |s, (a, x)| s + a * x);
     for _ in 0..cfg.holdout {
         for xi in x.iter_mut() {
             *xi = q15_to_f32(rng.next_i16());
@@ -558,8 +668,13 @@ fn excess_risks<const D: usize>(
                 .fold(0.0f32, |s, ((w, ws), x)| s + (w - ws) * x);
             *a += d * d;
         }
+        let act = dot(sets[SETS - 1], &x);
+        if act.is_finite() {
+            ops::stats_update(stats, &[act])?;
+        }
     }
     for (o, a) in out.iter_mut().zip(acc) {
         *o = a / cfg.holdout as f32;
     }
+    Ok(())
 }

@@ -55,15 +55,7 @@ pub(crate) fn check(board: Board, out: &Output) -> Result {
                     .parse()
                     .map_err(|_| format!("bad seed in {line}"))?;
                 let host = host_checksums(board, seed)?;
-                let pairs = [
-                    ("last", host.last),
-                    ("ema", host.ema),
-                    ("ema_q15", host.ema_q15),
-                    ("ema_q15_shadow", host.ema_q15_shadow),
-                    ("swa", host.swa),
-                    ("switch", host.switch),
-                ];
-                for (key, want) in pairs {
+                for (key, want) in host.named() {
                     let got = r.get(key);
                     let want = format!("{want:#010x}");
                     if got != want {
@@ -74,7 +66,7 @@ pub(crate) fn check(board: Board, out: &Output) -> Result {
                     }
                 }
                 println!(
-                    "  {} seed {seed}: last, ema, ema_q15 (+shadow), swa, switch: device == host",
+                    "  {} seed {seed}: last, ema, ema_q15 (+shadow), swa, switch, window, stats: device == host",
                     board.name()
                 );
                 seeds += 1;
@@ -129,14 +121,7 @@ pub(crate) fn check_persistence(elf: &std::path::PathBuf, timeout: std::time::Du
         .map(|l| Record::parse(l))
         .find(|r| r.kind == "sum")
         .ok_or("no checksums after the restart")?;
-    for (key, want) in [
-        ("last", host.last),
-        ("ema", host.ema),
-        ("ema_q15", host.ema_q15),
-        ("ema_q15_shadow", host.ema_q15_shadow),
-        ("swa", host.swa),
-        ("switch", host.switch),
-    ] {
+    for (key, want) in host.named() {
         if sum.get(key) != format!("{want:#010x}") {
             return Err(format!(
                 "after the restart `{key}` differs from an uninterrupted run: device {}, host {want:#010x}",

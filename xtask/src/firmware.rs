@@ -245,40 +245,56 @@ pub(crate) fn print_report(board: Board, out: &Output) {
             }
             "config" => {
                 println!(
-                    "seed {}: {} SGD steps, lr {}, EMA β {}, SWA from step {}, Switch EMA every {} steps",
+                    "seed {}: {} SGD steps, lr {}, EMA β {}, SWA from step {}, Switch EMA every {} steps, window of the last {} snapshots taken every {} steps",
                     r.get("seed"),
                     r.get("steps"),
                     r.get("lr"),
                     r.get("beta"),
                     r.get("swa_from"),
-                    r.get("switch_every")
+                    r.get("switch_every"),
+                    r.get("window"),
+                    r.get("window_every")
                 );
                 println!(
-                    "{:>7} {:>11} {:>11} {:>11} {:>11} {:>11}",
-                    "step", "last iter", "EMA f32", "EMA Q15", "SWA", "Switch EMA"
+                    "{:>7} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+                    "step",
+                    "last iter",
+                    "EMA f32",
+                    "EMA Q15",
+                    "SWA",
+                    "Switch",
+                    "window",
+                    "act mean",
+                    "act var"
                 );
             }
             "row" => println!(
-                "{:>7} {:>11} {:>11} {:>11} {:>11} {:>11}",
+                "{:>7} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
                 r.get("step"),
                 fmt_risk(r.num("last")),
                 fmt_risk(r.num("ema")),
                 fmt_risk(r.num("ema_q15")),
                 fmt_risk(r.num("swa")),
-                fmt_risk(r.num("switch"))
+                fmt_risk(r.num("switch")),
+                fmt_risk(r.num("window")),
+                fmt_risk(r.num("act_mean")),
+                fmt_risk(r.num("act_var"))
             ),
             "sum" => println!(
-                "  checksums: ema {} ema_q15 {} swa {} switch {} last {}",
+                "  checksums: ema {} ema_q15 {} swa {} switch {} window {} stats {} last {}",
                 r.get("ema"),
                 r.get("ema_q15"),
                 r.get("swa"),
                 r.get("switch"),
+                r.get("window"),
+                r.get("stats"),
                 r.get("last")
             ),
             "result" => println!(
-                "  EMA / last iterate = {:.3}   SWA / last iterate = {:.3}   {}\n",
+                "  EMA / last iterate = {:.3}   SWA / last iterate = {:.3}   window / last iterate = {:.3}   {}\n",
                 r.num("ema_over_last"),
                 r.num("swa_over_last"),
+                r.num("window_over_last"),
                 if r.get("ema_wins") == "true" {
                     "EMA below the last iterate"
                 } else {

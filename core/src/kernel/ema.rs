@@ -7,7 +7,7 @@
 //! fixed-point update can overflow.
 
 use crate::format::{CompF32, I1F15, I1F31, I2F62, Q15Ef};
-use crate::num::{Round, round_shift_i64, two_sum};
+use crate::num::{Round, two_sum};
 
 /// Plain f32: `s ← fl(s + fl(α·fl(x − s)))`.
 pub(crate) fn plain_f32(s: &mut [f32], x: &[f32], alpha: f32) {
@@ -49,21 +49,6 @@ pub(crate) fn q15_wide_step(s: i32, x: i16, alpha: i64, r: &mut impl Round) -> i
 pub(crate) fn q15_wide(s: &mut [I1F31], x: &[I1F15], alpha: i64, r: &mut impl Round) {
     for (s, x) in s.iter_mut().zip(x) {
         *s = I1F31::from_bits(q15_wide_step(s.to_bits(), x.to_bits(), alpha, r));
-    }
-}
-
-/// Q15 input, Q31 shadow, α = 2⁻ᵏ: the increment is `(x·2¹⁶ − s) >> k`,
-/// rounded to nearest-even — no multiply.
-pub(crate) fn q15_wide_shift(s: &mut [I1F31], x: &[I1F15], k: u32) {
-    let k = k.max(1).min(31);
-    let mask = (1i64 << k) - 1;
-    let half = 1i64 << (k - 1);
-    for (s, x) in s.iter_mut().zip(x) {
-        let d = (i64::from(x.to_bits()) << 16) - i64::from(s.to_bits());
-        let q = d >> k;
-        let rem = d & mask;
-        let delta = q + i64::from((rem > half) | ((rem == half) & (q & 1 != 0)));
-        *s = I1F31::from_bits((i64::from(s.to_bits()) + delta) as i32);
     }
 }
 
@@ -117,7 +102,11 @@ pub(crate) fn q31_wide_shift(s: &mut [I2F62], x: &[I1F31], k: u32) {
 /// `round(s / 2¹⁶)`, nearest-even: the Q15 read of a Q31-unit shadow.
 #[inline(always)]
 pub(crate) fn q31_units_to_q15(s: i32) -> i64 {
-    round_shift_i64::<16>(i64::from(s))
+    // in 32 bits: the quotient is below 2¹⁵ in magnitude, so adding the
+    // rounding bit cannot overflow
+    let q = s >> 16;
+    let r = s & 0xffff;
+    i64::from(q + i32::from((r > 0x8000) | ((r == 0x8000) & (q & 1 != 0))))
 }
 
 /// Copies parameters into a shadow, converting exactly.

@@ -6,7 +6,11 @@ use crate::format::{CompF32, I1F15, I1F31, I33F31, I49F15};
 use crate::num::{div_round_i64, two_sum};
 
 /// Adds `x` to a compensated pair, renormalising so `|lo| ≤ ulp(hi)/2`.
-#[inline(always)]
+///
+/// Inlined where the FPU does the arithmetic; with soft float (every
+/// operation already a call) one shared copy keeps the callers small.
+#[cfg_attr(not(all(target_arch = "arm", target_abi = "eabi")), inline(always))]
+#[cfg_attr(all(target_arch = "arm", target_abi = "eabi"), inline(never))]
 pub(crate) fn comp_add(s: CompF32, x: f32) -> CompF32 {
     let (h, e) = two_sum(s.hi(), x);
     let (hi, lo) = two_sum(h, s.lo() + e);

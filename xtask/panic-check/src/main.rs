@@ -15,10 +15,15 @@ use embedded_storage::nor_flash::{
     ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash,
 };
 use panic_never as _;
-use polyak::codec::{Persist, crc32};
+use polyak::codec::{Element, Persist, crc32};
+use polyak::layout::Layout;
+use polyak::moments::{Moment, MomentF32, MomentQ15, MomentQ31, Moments, Normal};
+use polyak::naswa::{Naswa, NormAcc, NormScope};
 use polyak::posthoc::{PostHoc, SnapshotMeta, SnapshotSink};
 use polyak::schedule::{Decay, Schedule, gamma_to_sigma_rel, sigma_rel_to_gamma};
 use polyak::store::Store;
+use polyak::swalr::{Anneal, Rate, SwaSchedule};
+use polyak::window::{RamRing, Window};
 use polyak::{
     CompF32, Ema, EmaBank, EmaShadow, I1F15, I1F31, I2F62, I33F31, I49F15, InputPolicy, Q15, Q15Ef,
     Q31, Rounding, Skip, Swa, SwaAccumulator, U1F31, merge,
@@ -276,6 +281,63 @@ impl Write for NullWrite {
     }
 }
 
+fn window<A: SwaAccumulator>(params: &[A::Param], out: &mut [A::Param], bytes: &mut [u8])
+where
+    A::Param: Element,
+{
+    let mut sum = [A::ZERO; N];
+    let mut ring = [A::PARAM_ZERO; 4 * N];
+    let Ok(store) = RamRing::new(&mut ring[..], black_box(N)) else {
+        return;
+    };
+    if let Ok(w) = Window::new(&mut sum[..], store, black_box(3)) {
+        let mut w = w.with_resum_every(core::num::NonZeroU64::MIN);
+        let _ = black_box(w.update(black_box(params)));
+        let _ = black_box(w.read_into(black_box(&mut *out)));
+        let _ = black_box(w.resum());
+        black_box((w.count(), w.slides(), w.sum().len()));
+        let _ = black_box(w.encode(black_box(&mut *bytes)));
+        let _ = black_box(w.decode(black_box(&*bytes)));
+    }
+}
+
+fn moments<A: Moment>(
+    params: &[A::Param],
+    out: &mut [A::Param],
+    var: &mut [A::Var],
+    bytes: &mut [u8],
+) {
+    let mut m = Moments::new([A::ZERO; N]);
+    let _ = black_box(m.update(black_box(params)));
+    let _ = black_box(m.update_batch(black_box(params)));
+    let _ = black_box(m.mean_into(black_box(&mut *out)));
+    let _ = black_box(m.variance_into(black_box(&mut *var), black_box(1)));
+    let _ = black_box(m.write_into(black_box(&mut *out), black_box(&mut *var)));
+    black_box((m.count(), m.len(), m.is_empty()));
+    let _ = black_box(m.encode(black_box(&mut *bytes)));
+    let _ = black_box(m.decode(black_box(&*bytes)));
+    m.reset();
+}
+
+fn naswa<A: NormAcc>(params: &[A::Param], out: &mut [A::Param]) {
+    let mut storage = [A::ZERO; N];
+    let Ok(mut layout) = Layout::<2>::single("a", black_box(N / 2)) else {
+        return;
+    };
+    let _ = layout.push("b", black_box(N / 2));
+    let scope = if black_box(true) {
+        NormScope::PerSegment
+    } else {
+        NormScope::Overall
+    };
+    if let Ok(mut n) = Naswa::new(&mut storage[..], layout, black_box(0.1), scope) {
+        let _ = black_box(n.update(black_box(params)));
+        let _ = black_box(n.read_into(black_box(&mut *out)));
+        black_box((n.rejected(), n.tau(), n.swa().count()));
+        n.reset();
+    }
+}
+
 #[entry]
 fn main() -> ! {
     let mut bytes = [0u8; 1024];
@@ -382,6 +444,67 @@ fn main() -> ! {
                 let _ = black_box(store.latest());
             }
         }
+    }
+
+    #[cfg(feature = "swalr")]
+    {
+        let shape = if black_box(true) {
+            Anneal::Cosine
+        } else {
+            Anneal::Linear
+        };
+        let rate = if black_box(true) {
+            Rate::Anneal {
+                lr_avg: black_box(0.01),
+                steps: black_box(10),
+                shape,
+            }
+        } else {
+            Rate::Cyclic {
+                high: black_box(0.1),
+                low: black_box(0.01),
+                cycle: black_box(7),
+            }
+        };
+        let s = SwaSchedule {
+            start: black_box(100),
+            every: black_box(5),
+            lr_train: black_box(0.1),
+            rate,
+        };
+        let _ = black_box(s.validate());
+        black_box((
+            s.lr(black_box(123)),
+            s.snapshot(black_box(130)),
+            s.lr_rel_error(),
+        ));
+    }
+
+    #[cfg(feature = "naswa")]
+    {
+        naswa::<CompF32>(&pf, &mut of);
+        naswa::<I49F15>(&p15, &mut o15);
+        naswa::<I33F31>(&p31, &mut o31);
+    }
+
+    #[cfg(feature = "window")]
+    {
+        window::<CompF32>(&pf, &mut of, &mut bytes);
+        window::<I49F15>(&p15, &mut o15, &mut bytes);
+        window::<I33F31>(&p31, &mut o31, &mut bytes);
+    }
+
+    #[cfg(feature = "moments")]
+    {
+        let mut vf = [0.0f32; N];
+        let mut v31 = [Q31::ZERO; N];
+        moments::<MomentF32>(&pf, &mut of, &mut vf, &mut bytes);
+        moments::<MomentQ15>(&p15, &mut o15, &mut v31, &mut bytes);
+        moments::<MomentQ31>(&p31, &mut o31, &mut v31, &mut bytes);
+        let mut rng = Normal::new(black_box(7));
+        black_box(rng.sample());
+        let m = Moments::new([MomentF32::ZERO; N]);
+        let _ = black_box(m.sample_into(&mut rng, black_box(1.0), &mut of));
     }
 
     // errors render without panicking

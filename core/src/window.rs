@@ -309,7 +309,8 @@ impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>, W: WindowStore<A::Param>> Wi
 /// A window over a [`RamRing`] persists whole: its counters, its running
 /// sum and the snapshots in the window, oldest first (the record holds `k`
 /// snapshots; unused ones are zero). Decoding checks the sums against the
-/// count and every snapshot value, and puts the oldest snapshot in slot 0.
+/// count, every snapshot value and the zero padding, and puts the oldest
+/// snapshot in slot 0.
 /// A window over another store persists through that store.
 impl<A, S, B> Persist for Window<A, S, RamRing<A::Param, B>>
 where
@@ -388,7 +389,7 @@ where
         for i in 0..self.k {
             for j in 0..len {
                 let v = dec.elem::<A::Param>()?;
-                if !A::valid(&v) {
+                if !A::valid(&v) || (i >= count && !zero_bits(&v)) {
                     return Err(Error::InvalidState);
                 }
                 if let (true, Some(d)) = (
@@ -408,6 +409,14 @@ where
         }
         Ok(())
     }
+}
+
+/// Whether `v` encodes to zero bytes (the padding after the snapshots).
+fn zero_bits<E: Element>(v: &E) -> bool {
+    let mut b = [0u8; crate::codec::MAX_ELEMENT];
+    let dst = b.get_mut(..E::SIZE).unwrap_or(&mut []);
+    v.put(dst);
+    dst.iter().all(|&x| x == 0)
 }
 
 /// Bytes of a window record's counters: k, count, slides, slides since

@@ -15,7 +15,9 @@
 //!   bounds (a model-based test).
 
 use polyak::codec::Persist;
-use polyak::{CompF32, Ema, EmaBank, I1F31, I49F15, Q15, Swa};
+use polyak::moments::{MomentF32, MomentQ15, Moments};
+use polyak::window::{RamRing, Window};
+use polyak::{CompF32, Ema, EmaBank, I1F31, I49F15, Q15, Q31, Swa};
 
 use crate::bounds;
 use crate::metrics::LSB15;
@@ -85,6 +87,37 @@ fn decode_once(data: &[u8]) {
     if decode_into(&mut b, data) {
         let _ = b.update(&[1.0; 4]);
     }
+    let mut w = window();
+    if decode_into(&mut w, data) {
+        let mut out = [Q15::ZERO; 4];
+        for v in [Q15::MAX, Q15::MIN, Q15::MAX, Q15::MIN] {
+            w.update(&[v; 4])
+                .expect("an accepted window keeps updating");
+            w.read_into(&mut out).expect("and reading");
+        }
+    }
+    let mut m = Moments::new([MomentF32::ZERO; 4]);
+    if decode_into(&mut m, data) {
+        let (mut mean, mut var) = ([0.0f32; 4], [0.0f32; 4]);
+        if m.update(&[1.0; 4]).is_ok() && m.write_into(&mut mean, &mut var).is_ok() {
+            assert!(mean.iter().chain(&var).all(|v| v.is_finite()));
+            assert!(var.iter().all(|&v| v >= 0.0));
+        }
+    }
+    let mut mq = Moments::new([MomentQ15::ZERO; 4]);
+    if decode_into(&mut mq, data) {
+        let mut var = [Q31::ZERO; 4];
+        mq.update(&[Q15::MIN; 4])
+            .expect("an accepted state keeps updating");
+        let _ = mq.variance_into(&mut var, 1);
+        assert!(var.iter().all(|v| *v >= Q31::ZERO));
+    }
+}
+
+/// The window the decoder target restores into: 4 Q15 values, k = 3.
+fn window() -> Window<I49F15, [I49F15; 4], RamRing<Q15, [Q15; 16]>> {
+    let ring = RamRing::new([Q15::ZERO; 16], 4).expect("valid");
+    Window::new([I49F15::ZERO; 4], ring, 3).expect("valid")
 }
 
 /// Reads the op stream.
@@ -244,5 +277,24 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     }
     ops.extend_from_slice(&[3, 5, 4, 2, 5, 0, 1, 0, 2, 0, 3, 0, 4, 0, 2]);
     out.push(("ops", ops));
+    // a full window that has slid, and moments in f32 and Q15
+    let mut w = window();
+    for k in 0..5i16 {
+        let _ = w.update(&[Q15::from_bits(k * 3000 - 7000); 4]);
+    }
+    let mut buf = vec![0u8; w.encoded_len()];
+    let _ = w.encode(&mut buf);
+    out.push(("decode", buf));
+    let mut m = Moments::new([MomentF32::ZERO; 4]);
+    let _ = m.update(&[1000.5, -2.0, 0.25, 3.0]);
+    let _ = m.update(&[1000.25, 2.0, 0.5, -3.0]);
+    let mut buf = vec![0u8; m.encoded_len()];
+    let _ = m.encode(&mut buf);
+    out.push(("decode", buf));
+    let mut mq = Moments::new([MomentQ15::ZERO; 4]);
+    let _ = mq.update(&[Q15::MAX, Q15::MIN, Q15::ZERO, Q15::from_bits(7)]);
+    let mut buf = vec![0u8; mq.encoded_len()];
+    let _ = mq.encode(&mut buf);
+    out.push(("decode", buf));
     out
 }

@@ -4,19 +4,26 @@
 
 use polyak::moments::{MomentF32, MomentQ15, MomentQ31, Moments, Normal};
 use polyak::{Error, Q15, Q31};
+use polyak_host::dd::Dd;
 use polyak_host::metrics::{EPS, ETA};
 use polyak_host::naive::NaiveVariance;
 use polyak_host::strategies::{config, q15_value, q31_value};
 use proptest::prelude::*;
 
-/// f64 two-pass reference: mean, variance (with ddof), and Q, the mean
-/// square deviation from the first value.
-fn reference(xs: &[f64], ddof: usize) -> (f64, f64, f64) {
-    let n = xs.len() as f64;
-    let mean = xs.iter().sum::<f64>() / n;
-    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - ddof as f64);
-    let q = xs.iter().map(|x| (x - xs[0]).powi(2)).sum::<f64>() / n;
-    (mean, var, q)
+/// Two-pass reference in double-double precision: mean, variance (with
+/// ddof), and Q, the mean square deviation from the first value.
+fn reference(xs: &[f64], ddof: usize) -> (Dd, Dd, f64) {
+    let n = Dd::from(xs.len() as f64);
+    let mean = Dd::sum(xs.iter().copied()) / n;
+    let sq = |c: Dd| {
+        xs.iter().fold(Dd::ZERO, |s, &x| {
+            let d = Dd::from(x) - c;
+            s + d * d
+        })
+    };
+    let var = sq(mean) / (n - Dd::from(ddof as f64));
+    let q = sq(Dd::from(xs[0])) / n;
+    (mean, var, q.to_f64())
 }
 
 proptest! {
@@ -39,11 +46,12 @@ proptest! {
         for i in 0..3 {
             let col: Vec<f64> = data.iter().map(|r| f64::from(r[i])).collect();
             let (rm, rv, q) = reference(&col, ddof as usize);
-            let own = 1e-14 * (rm.abs() + q.sqrt());
-            let bm = EPS * (rm.abs() + q.sqrt()) / 2.0 + ETA + own;
-            prop_assert!((f64::from(mean[i]) - rm).abs() <= bm, "mean {} vs {rm}", mean[i]);
-            let bv = 3.0 * EPS * q * n / (n - ddof as f64) + ETA + 1e-14 * q;
-            prop_assert!((f64::from(var[i]) - rv).abs() <= bv, "var {} vs {rv} (Q {q})", var[i]);
+            let bm = EPS * (rm.abs().to_f64() + q.sqrt()) / 2.0 + ETA;
+            let em = (Dd::from(mean[i]) - rm).abs().to_f64();
+            prop_assert!(em <= bm, "mean {} vs {rm:?}", mean[i]);
+            let bv = 3.0 * EPS * q * n / (n - ddof as f64) + ETA;
+            let ev = (Dd::from(var[i]) - rv).abs().to_f64();
+            prop_assert!(ev <= bv, "var {} vs {rv:?} (Q {q})", var[i]);
         }
     }
 
@@ -108,6 +116,7 @@ fn naive_variance_fails_where_shifted_sums_hold() {
     }
     let col: Vec<f64> = data.iter().map(|&x| f64::from(x)).collect();
     let (_, rv, q) = reference(&col, 0);
+    let rv = rv.to_f64();
     let mut v = [0.0f32];
     ours.variance_into(&mut v, 0).unwrap();
     let naive_v = naive.variance()[0];

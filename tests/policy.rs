@@ -8,6 +8,7 @@
 use polyak::codec::{Persist, crc32};
 use polyak::{CompF32, Ema, EmaBank, EmaShadow, Error, F32_LIMIT, I1F31, Q15, Skip, Swa, merge};
 use polyak_host::bounds;
+use polyak_host::dd::Dd;
 use polyak_host::metrics::EPS;
 use polyak_host::strategies::{beta, config};
 use proptest::prelude::*;
@@ -35,13 +36,14 @@ fn valid(x: f32) -> bool {
     x.is_finite() && x.abs() <= F32_LIMIT
 }
 
-/// Per element: the f64 EMA where a skipped element keeps its average
-/// (copy-first: its shadow; debiased: s/w, so s scales with the weight).
+/// Per element: the EMA where a skipped element keeps its average
+/// (copy-first: its shadow; debiased: s/w, so s scales with the weight),
+/// in double-double precision.
 struct SkipRef {
-    alpha: f64,
+    alpha: Dd,
     debiased: bool,
-    s: Vec<f64>,
-    w: f64,
+    s: Vec<Dd>,
+    w: Dd,
     started: bool,
     max_abs: Vec<f64>,
     skips: Vec<u64>,
@@ -49,20 +51,21 @@ struct SkipRef {
 
 impl SkipRef {
     fn update(&mut self, x: &[f32]) {
-        let w_new = self.w + self.alpha * (1.0 - self.w);
+        let one = Dd::from(1.0);
+        let w_new = self.w + self.alpha * (one - self.w);
         for i in 0..x.len() {
-            let xi = f64::from(x[i]);
+            let xi = Dd::from(x[i]);
             if valid(x[i]) {
-                self.max_abs[i] = self.max_abs[i].max(xi.abs());
+                self.max_abs[i] = self.max_abs[i].max(f64::from(x[i]).abs());
                 if !self.debiased && !self.started {
                     self.s[i] = xi;
                 } else {
-                    self.s[i] += self.alpha * (xi - self.s[i]);
+                    self.s[i] = self.s[i] + self.alpha * (xi - self.s[i]);
                 }
             } else {
                 self.skips[i] += 1;
-                if self.debiased && self.w > 0.0 {
-                    self.s[i] *= w_new / self.w;
+                if self.debiased && self.w.to_f64() > 0.0 {
+                    self.s[i] = self.s[i] * w_new / self.w;
                 }
             }
         }
@@ -70,7 +73,7 @@ impl SkipRef {
         self.started = true;
     }
 
-    fn value(&self, i: usize) -> f64 {
+    fn value(&self, i: usize) -> Dd {
         if self.debiased {
             self.s[i] / self.w
         } else {
@@ -88,10 +91,10 @@ fn check_skip<A: EmaShadow<Param = f32, Coef = f32>>(
     let alpha = f64::from(ema.alpha());
     let debiased = ema.init() == polyak::Init::ZeroDebiased;
     let mut r = SkipRef {
-        alpha,
+        alpha: Dd::from(alpha),
         debiased,
-        s: vec![0.0; n],
-        w: 0.0,
+        s: vec![Dd::ZERO; n],
+        w: Dd::ZERO,
         started: false,
         max_abs: vec![0.0; n],
         skips: vec![0; n],
@@ -111,13 +114,13 @@ fn check_skip<A: EmaShadow<Param = f32, Coef = f32>>(
             }
             // the documented bound, plus ε·M for each skip of the element
             let m = r.max_abs[i];
-            let b = bound(m, alpha, t as u64 + 1) + r.skips[i] as f64 * EPS * m + 1e-12 * m;
-            let err = (f64::from(out[i]) - r.value(i)).abs();
+            let b = bound(m, alpha, t as u64 + 1) + r.skips[i] as f64 * EPS * m;
+            let err = (Dd::from(out[i]) - r.value(i)).abs().to_f64();
             prop_assert!(
                 err <= b,
                 "step {t} elem {i}: {} vs {} (err {err:e} > {b:e}, {} skips)",
                 out[i],
-                r.value(i),
+                r.value(i).to_f64(),
                 r.skips[i]
             );
         }

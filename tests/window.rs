@@ -7,6 +7,7 @@ use std::num::NonZeroU64;
 
 use polyak::window::{RamRing, Window, WindowStore};
 use polyak::{CompF32, Error, I33F31, I49F15, Q15, Q31};
+use polyak_host::dd::Dd;
 use polyak_host::metrics::{EPS, ETA};
 use polyak_host::strategies::config;
 use proptest::prelude::*;
@@ -114,9 +115,10 @@ proptest! {
             if resum.is_some_and(|r| since >= r) { since = 0; }
             w.read_into(&mut out).unwrap();
             for i in 0..n {
-                let mean = recent.iter().map(|r| f64::from(r[i])).sum::<f64>() / recent.len() as f64;
-                let b = bound(mean, m, since, k) + 1e-15 * m;
-                prop_assert!((f64::from(out[i]) - mean).abs() <= b, "elem {i}: {} vs {mean}", out[i]);
+                let mean = Dd::sum(recent.iter().map(|r| f64::from(r[i]))) / Dd::from(recent.len() as f64);
+                let err = (Dd::from(out[i]) - mean).abs().to_f64();
+                let b = bound(mean.to_f64(), m, since, k);
+                prop_assert!(err <= b, "elem {i}: {} vs {mean:?}", out[i]);
             }
         }
     }

@@ -7,6 +7,7 @@
 //! direct sum in f64 — and never call into `polyak`.
 
 pub mod bounds;
+pub mod dd;
 pub mod flash;
 pub mod fuzz;
 pub mod metrics;

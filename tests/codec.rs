@@ -538,3 +538,34 @@ fn inconsistent_window_counters_are_refused() {
         refused(&mut dst, &r, want);
     }
 }
+
+/// Counters restored at their limits keep working: the slide count
+/// saturates instead of overflowing.
+#[test]
+fn window_counters_at_their_limits_keep_working() {
+    let new = || {
+        Window::new(
+            vec![I49F15::ZERO; 1],
+            RamRing::new(vec![Q15::ZERO; 3], 1).unwrap(),
+            2,
+        )
+        .unwrap()
+    };
+    let mut w = new();
+    for v in [0.25, 0.5, 0.75] {
+        w.update(&[Q15::from_num(v)]).unwrap();
+    }
+    let mut rec = encode(&w);
+    // header 24, k 4, count 4, then slides and since_resum
+    rec[32..40].copy_from_slice(&u64::MAX.to_le_bytes());
+    rec[40..48].copy_from_slice(&u64::MAX.to_le_bytes());
+    fix_crc(&mut rec);
+    let mut dst = new();
+    dst.decode(&rec).unwrap();
+    dst.update(&[Q15::from_num(1.0 - 1.0 / 32768.0)]).unwrap();
+    assert_eq!(dst.slides(), u64::MAX);
+    let mut out = [Q15::ZERO];
+    dst.read_into(&mut out).unwrap();
+    // (24576 + 32767)/2 = 28671.5, a tie: to even
+    assert_eq!(out[0], Q15::from_bits(28672));
+}

@@ -275,8 +275,8 @@ impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>, W: WindowStore<A::Param>> Wi
             self.fold_slot(oldest, true)?;
             self.stale = false;
             self.oldest = (self.oldest + 1) % self.ring;
-            self.slides += 1;
-            self.since_resum += 1;
+            self.slides = self.slides.saturating_add(1);
+            self.since_resum = self.since_resum.saturating_add(1);
         } else {
             self.count += 1;
         }

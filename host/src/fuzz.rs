@@ -107,8 +107,10 @@ fn decode_once(data: &[u8]) {
     let mut mq = Moments::new([MomentQ15::ZERO; 4]);
     if decode_into(&mut mq, data) {
         let mut var = [Q31::ZERO; 4];
-        mq.update(&[Q15::MIN; 4])
-            .expect("an accepted state keeps updating");
+        match mq.update(&[Q15::MIN; 4]) {
+            Ok(()) | Err(polyak::Error::CountOverflow) => {}
+            Err(e) => panic!("an accepted state keeps updating: {e:?}"),
+        }
         let _ = mq.variance_into(&mut var, 1);
         assert!(var.iter().all(|v| *v >= Q31::ZERO));
     }

@@ -193,7 +193,7 @@ impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>, W: WindowStore<A::Param>> Wi
         self.count
     }
 
-    /// Snapshots that have left the window so far.
+    /// Snapshots that have left the window so far (modulo 2⁶⁴).
     pub fn slides(&self) -> u64 {
         self.slides
     }
@@ -275,8 +275,9 @@ impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>, W: WindowStore<A::Param>> Wi
             self.fold_slot(oldest, true)?;
             self.stale = false;
             self.oldest = (self.oldest + 1) % self.ring;
-            self.slides = self.slides.saturating_add(1);
-            self.since_resum = self.since_resum.saturating_add(1);
+            // counters modulo 2⁶⁴ (a restored count at the limit wraps)
+            self.slides = self.slides.wrapping_add(1);
+            self.since_resum = self.since_resum.wrapping_add(1);
         } else {
             self.count += 1;
         }
@@ -412,6 +413,7 @@ where
 }
 
 /// Whether `v` encodes to zero bytes (the padding after the snapshots).
+#[inline(always)]
 fn zero_bits<E: Element>(v: &E) -> bool {
     let mut b = [0u8; crate::codec::MAX_ELEMENT];
     let dst = b.get_mut(..E::SIZE).unwrap_or(&mut []);

@@ -20,6 +20,7 @@ pub(crate) struct Entry {
 pub(crate) struct Report {
     pub(crate) kernels: Vec<Entry>,
     pub(crate) persistence: Vec<Entry>,
+    pub(crate) setup: Vec<Entry>,
     pub(crate) flash: u64,
     pub(crate) ram: u64,
 }
@@ -32,6 +33,17 @@ impl Report {
     pub(crate) fn persistence_total(&self) -> u64 {
         self.persistence.iter().map(|e| e.bytes).sum()
     }
+
+    pub(crate) fn setup_total(&self) -> u64 {
+        self.setup.iter().map(|e| e.bytes).sum()
+    }
+}
+
+/// Whether a symbol is a constructor: it runs once at start-up, so it is
+/// set-up code, not a kernel (whether the compiler inlines it into the
+/// caller or keeps it out of line is its choice).
+fn is_setup(name: &str) -> bool {
+    name.ends_with("::new")
 }
 
 /// Whether a symbol belongs to saving and restoring state (the codec, the
@@ -105,6 +117,7 @@ pub(crate) fn measure(elf: &std::path::Path) -> Result<Report> {
     let file = object::File::parse(&*data).map_err(|e| format!("parse ELF: {e}"))?;
     let mut kernels = Vec::new();
     let mut persistence = Vec::new();
+    let mut setup = Vec::new();
     for sym in file.symbols() {
         if sym.kind() != SymbolKind::Text || sym.size() == 0 {
             continue;
@@ -126,6 +139,8 @@ pub(crate) fn measure(elf: &std::path::Path) -> Result<Report> {
             };
             if is_persistence(&entry.name) {
                 persistence.push(entry);
+            } else if is_setup(&entry.name) {
+                setup.push(entry);
             } else {
                 kernels.push(entry);
             }
@@ -139,6 +154,7 @@ pub(crate) fn measure(elf: &std::path::Path) -> Result<Report> {
     Ok(Report {
         kernels,
         persistence,
+        setup,
         flash,
         ram,
     })
@@ -168,6 +184,12 @@ pub(crate) fn print(board: Board, r: &Report) {
         r.persistence_total(),
         r.persistence.len()
     );
+    println!(
+        "  {:<52} {:>6}  ({} out-of-line constructors)",
+        "set-up (run once, not a kernel)",
+        r.setup_total(),
+        r.setup.len()
+    );
 }
 
 /// `cargo xtask size`.
@@ -182,7 +204,17 @@ pub(crate) fn size() -> Result {
 
 #[cfg(test)]
 mod tests {
-    use super::short_fixed_names;
+    use super::{is_persistence, is_setup, short_fixed_names};
+
+    #[test]
+    fn symbols_are_classified() {
+        assert!(is_setup("Ema<A,S>::new"));
+        assert!(!is_setup("ema_comp_update"));
+        assert!(!is_setup("polyak::window::Window<A,S,W>::fold_slot"));
+        assert!(is_persistence("<CompF32 as EmaShadow>::weight_valid"));
+        assert!(is_persistence("demo::train::part"));
+        assert!(!is_persistence("ema_q15_read"));
+    }
 
     #[test]
     fn fixed_names_are_shortened() {

@@ -241,6 +241,167 @@ fn main() {
     );
     schedules();
     rounding_modes();
+    swa_family();
+}
+
+/// The sliding window's f32 drift, the f32 moments' variance error and
+/// the SWA learning-rate curve, each against its documented bound.
+fn swa_family() {
+    use polyak::moments::{MomentF32, Moments};
+    use polyak::swalr::{Anneal, Rate, SwaSchedule};
+    use polyak::window::{RamRing, Window};
+    use polyak_host::dd::Dd;
+    use polyak_host::metrics::ETA;
+
+    println!();
+    println!("| SWA family | setting | documented bound | measured worst (share of the bound) |");
+    println!("|---|---|---|---|");
+    let steps = 100_000;
+    let xs = trajectory(21, steps, 1.0);
+    for (k, resum) in [(8usize, None), (64, None), (64, Some(1000u64))] {
+        let ring = RamRing::new(vec![0.0f32; (k + 1) * N], N).unwrap();
+        let mut w = Window::new(vec![CompF32::ZERO; N], ring, k).unwrap();
+        if let Some(r) = resum {
+            w = w.with_resum_every(std::num::NonZeroU64::new(r).unwrap());
+        }
+        let (mut m, mut worst, mut since) = (0.0f64, 0.0f64, 0u64);
+        let mut out = [0.0f32; N];
+        for (t, x) in xs.iter().enumerate() {
+            w.update(x).unwrap();
+            m = x.iter().fold(m, |a, v| a.max(f64::from(*v).abs()));
+            if t >= k {
+                since += 1;
+            }
+            if resum.is_some_and(|r| since >= r) {
+                since = 0;
+            }
+            w.read_into(&mut out).unwrap();
+            let lo = (t + 1).saturating_sub(k);
+            for i in 0..N {
+                let n = (t + 1 - lo) as f64;
+                let mean = Dd::sum(xs[lo..=t].iter().map(|r| f64::from(r[i]))) / Dd::from(n);
+                let err = (Dd::from(out[i]) - mean).abs().to_f64();
+                let b = EPS * mean.abs().to_f64()
+                    + (since as f64 + k as f64 / 2.0) * EPS * EPS * m
+                    + ETA;
+                worst = worst.max(err / b);
+            }
+        }
+        let setting = match resum {
+            None => format!("k = {k}, 10⁵ slides"),
+            Some(r) => format!("k = {k}, 10⁵ slides, re-sum every {r}"),
+        };
+        println!("| window f32 | {setting} | `ε·\\|mean\\| + (s + k/2)·ε²·M + η` | {worst:.2} |");
+    }
+
+    // variance of values with a large offset and a small spread
+    let mut worst = 0.0f64;
+    for (offset, spread) in [
+        (0.0f32, 1.0f32),
+        (1000.0, 1.0e-3),
+        (3.0, 1.0e-2),
+        (-50.0, 0.5),
+    ] {
+        let data: Vec<[f32; N]> = xs[..4096]
+            .iter()
+            .map(|r| core::array::from_fn(|i| offset + spread * r[i]))
+            .collect();
+        let mut mo = Moments::new(vec![MomentF32::ZERO; N]);
+        for r in &data {
+            mo.update(r).unwrap();
+        }
+        let mut var = [0.0f32; N];
+        mo.variance_into(&mut var, 1).unwrap();
+        let n = data.len() as f64;
+        for i in 0..N {
+            let col: Vec<f64> = data.iter().map(|r| f64::from(r[i])).collect();
+            let mean = Dd::sum(col.iter().copied()) / Dd::from(n);
+            let sq = |c: Dd| {
+                col.iter().fold(Dd::ZERO, |s, &x| {
+                    let d = Dd::from(x) - c;
+                    s + d * d
+                })
+            };
+            let rv = sq(mean) / Dd::from(n - 1.0);
+            let q = (sq(Dd::from(col[0])) / Dd::from(n)).to_f64();
+            let err = (Dd::from(var[i]) - rv).abs().to_f64();
+            worst = worst.max(err / (3.0 * EPS * q * n / (n - 1.0) + ETA));
+        }
+    }
+    println!(
+        "| moments f32, variance | 4096 values, offsets 0 … 1000, spreads 10⁻³ … 1 | `3·ε·Q·n/(n − 1) + η` | {worst:.2} |"
+    );
+
+    // the SWA learning rate
+    let mut worst = [0.0f64; 3];
+    for (lr_train, lr_avg) in [
+        (0.1f32, 0.01f32),
+        (0.05, 0.05),
+        (1.0, 1.0e-4),
+        (3.0e-3, 0.2),
+    ] {
+        for steps in [0u32, 1, 7, 100, 999] {
+            for (j, shape) in [Anneal::Linear, Anneal::Cosine].into_iter().enumerate() {
+                let s = SwaSchedule {
+                    start: 10,
+                    every: 1,
+                    lr_train,
+                    rate: Rate::Anneal {
+                        lr_avg,
+                        steps,
+                        shape,
+                    },
+                };
+                let unit = EPS * f64::from(lr_train.max(lr_avg));
+                for t in 10..(10 + u64::from(steps) + 3) {
+                    let want = polyak_host::reference::swalr::anneal(
+                        t - 10,
+                        steps,
+                        f64::from(lr_train),
+                        f64::from(lr_avg),
+                        j == 1,
+                    );
+                    let err = (f64::from(s.lr(t)) - want).abs() / unit;
+                    worst[j] = worst[j].max(err / f64::from(s.lr_rel_error()));
+                }
+            }
+        }
+        for cycle in [1u32, 2, 5, 64] {
+            let s = SwaSchedule {
+                start: 1,
+                every: 1,
+                lr_train,
+                rate: Rate::Cyclic {
+                    high: lr_train,
+                    low: lr_avg,
+                    cycle,
+                },
+            };
+            let unit = EPS * f64::from(lr_train.max(lr_avg));
+            for t in 1..300u64 {
+                let want = polyak_host::reference::swalr::cyclic(
+                    t - 1,
+                    cycle,
+                    f64::from(lr_train),
+                    f64::from(lr_avg),
+                );
+                let err = (f64::from(s.lr(t)) - want).abs() / unit;
+                worst[2] = worst[2].max(err / f64::from(s.lr_rel_error()));
+            }
+        }
+    }
+    println!(
+        "| SWA rate, linear anneal | 4 rate pairs, 0 … 999 steps | 2 ε·max lr | {:.2} |",
+        worst[0]
+    );
+    println!(
+        "| SWA rate, cosine anneal | 4 rate pairs, 0 … 999 steps | 4 ε·max lr | {:.2} |",
+        worst[1]
+    );
+    println!(
+        "| SWA rate, cyclic | 4 rate pairs, cycles 1 … 64 | 2 ε·max lr | {:.2} |",
+        worst[2]
+    );
 }
 
 /// Worst relative error of α_t against the f64 formula over a sweep of

@@ -71,6 +71,10 @@ pub enum Kind {
     Window = 4,
     /// [`Moments`](crate::moments::Moments).
     Moments = 5,
+    /// A `posthoc::PostHoc` recorder (its bank nested; feature `libm`).
+    PostHoc = 6,
+    /// A [`Naswa`](crate::naswa::Naswa) average (its SWA nested).
+    Naswa = 7,
     /// Kinds from 0x80 up are free for applications (a composite state of
     /// several averagers, say); the element format is then 0 and the
     /// body's length is all in `fields`.
@@ -269,6 +273,17 @@ impl<'s, W: ByteSink> Encoder<'s, W> {
     pub fn f32(&mut self, v: f32) -> Result<(), Error> {
         self.u32(v.to_bits())
     }
+    /// Writes `part`'s record, preceded by its length, nested in this one
+    /// (read back with [`Decoder::nested_into`]); it takes
+    /// [`nested_len`] bytes.
+    ///
+    /// # Errors
+    /// The sink's.
+    pub fn nested<P: Persist>(&mut self, part: &P) -> Result<(), Error> {
+        self.u32(u32::try_from(part.encoded_len()).unwrap_or(u32::MAX))?;
+        part.encode_to(self)
+    }
+
     /// An element.
     ///
     /// # Errors
@@ -341,6 +356,25 @@ impl<R: ByteSource> Decoder<'_, R> {
     pub fn f32(&mut self) -> Result<f32, Error> {
         Ok(f32::from_bits(self.u32()?))
     }
+    /// A nested record written by [`Encoder::nested`]: its length must be
+    /// `part`'s, then it is checked, or restored into `part` when `apply`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidState`] for another length; otherwise the nested
+    /// record's own.
+    pub fn nested_into<P: Persist>(&mut self, part: &mut P, apply: bool) -> Result<(), Error> {
+        let len = part.encoded_len();
+        if self.u32()? as usize != len {
+            return Err(Error::InvalidState);
+        }
+        let mut nested = self.nested(len)?;
+        if apply {
+            part.decode_from(&mut nested)
+        } else {
+            part.check_from(&mut nested)
+        }
+    }
+
     /// An element, checked.
     ///
     /// # Errors
@@ -399,6 +433,11 @@ impl<R: ByteSource> ByteSource for Nested<'_, R> {
         }
         self.src.read_at(self.start + offset, buf)
     }
+}
+
+/// Bytes [`Encoder::nested`] takes for `part`.
+pub fn nested_len<P: Persist>(part: &P) -> usize {
+    4 + part.encoded_len()
 }
 
 /// Largest element, in bytes.

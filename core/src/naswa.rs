@@ -40,6 +40,8 @@
 
 use core::ops::Range;
 
+use crate::codec::{ByteSink, ByteSource, Decoder, Encoder, Header, Kind, Persist, nested_len};
+use crate::ema::len_u32;
 use crate::layout::Layout;
 use crate::swa::{Swa, SwaAccumulator};
 use crate::{CompF32, Error, I33F31, I49F15};
@@ -200,5 +202,47 @@ impl<A: NormAcc, S: AsRef<[A]> + AsMut<[A]>, const C: usize> Naswa<A, S, C> {
     pub fn reset(&mut self) {
         self.swa.reset();
         self.rejected = 0;
+    }
+}
+
+/// The average's state (its [`Swa`] record, nested) and the rejection
+/// count. The threshold, the scope and the layout's hash are part of the
+/// record: decoding under another configuration is
+/// [`Error::ConfigMismatch`] (or [`Error::LayoutMismatch`]).
+impl<A: NormAcc, S: AsRef<[A]> + AsMut<[A]>, const C: usize> Persist for Naswa<A, S, C> {
+    fn header(&self) -> Header {
+        Header {
+            kind: Kind::Naswa as u8,
+            format: 0,
+            len: len_u32(self.swa.len()),
+            layout: self.layout.hash(),
+            fields: len_u32(4 + 1 + 4 + nested_len(&self.swa)),
+            members: 1,
+        }
+    }
+
+    fn encode_body<W: ByteSink>(&self, enc: &mut Encoder<'_, W>) -> Result<(), Error> {
+        enc.f32(self.tau)?;
+        enc.u8(self.scope as u8)?;
+        enc.u32(self.rejected)?;
+        enc.nested(&self.swa)
+    }
+
+    fn decode_body<R: ByteSource>(
+        &mut self,
+        dec: &mut Decoder<'_, R>,
+        apply: bool,
+    ) -> Result<(), Error> {
+        let tau = dec.f32()?;
+        let scope = dec.u8()?;
+        if tau.to_bits() != self.tau.to_bits() || scope != self.scope as u8 {
+            return Err(Error::ConfigMismatch);
+        }
+        let rejected = dec.u32()?;
+        dec.nested_into(&mut self.swa, apply)?;
+        if apply {
+            self.rejected = rejected;
+        }
+        Ok(())
     }
 }

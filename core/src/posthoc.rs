@@ -39,7 +39,8 @@
 
 use crate::Error;
 use crate::bank::EmaBank;
-use crate::ema::EmaShadow;
+use crate::codec::{ByteSink, ByteSource, Decoder, Encoder, Header, Kind, Persist, nested_len};
+use crate::ema::{EmaShadow, len_u32};
 use crate::schedule::{Schedule, sigma_rel_to_gamma};
 
 /// What describes one snapshot of one EMA.
@@ -132,7 +133,8 @@ impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize> PostHoc
         &self.bank
     }
 
-    /// Snapshots written so far (snapshot times, not member snapshots).
+    /// Snapshots written so far (snapshot times, not member snapshots;
+    /// modulo 2³²).
     pub fn snapshots(&self) -> u32 {
         self.index
     }
@@ -190,7 +192,47 @@ impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize> PostHoc
             result.map_err(SnapshotError::Sink)?;
             sink.end().map_err(SnapshotError::Sink)?;
         }
-        self.index += 1;
+        self.index = self.index.wrapping_add(1);
+        Ok(())
+    }
+}
+
+/// The recorder's state: its bank (nested, with its schedules, so other
+/// widths are [`Error::ConfigMismatch`]), the snapshot interval (which
+/// must match) and the snapshots written so far.
+impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize> Persist
+    for PostHoc<A, S, K>
+{
+    fn header(&self) -> Header {
+        Header {
+            kind: Kind::PostHoc as u8,
+            format: 0,
+            len: len_u32(self.bank.len()),
+            layout: 0,
+            fields: len_u32(4 + 4 + nested_len(&self.bank)),
+            members: 1,
+        }
+    }
+
+    fn encode_body<W: ByteSink>(&self, enc: &mut Encoder<'_, W>) -> Result<(), Error> {
+        enc.u32(self.every)?;
+        enc.u32(self.index)?;
+        enc.nested(&self.bank)
+    }
+
+    fn decode_body<R: ByteSource>(
+        &mut self,
+        dec: &mut Decoder<'_, R>,
+        apply: bool,
+    ) -> Result<(), Error> {
+        if dec.u32()? != self.every {
+            return Err(Error::ConfigMismatch);
+        }
+        let index = dec.u32()?;
+        dec.nested_into(&mut self.bank, apply)?;
+        if apply {
+            self.index = index;
+        }
         Ok(())
     }
 }

@@ -20,7 +20,7 @@
 //! as `update_bn` does after averaging.
 
 use embedded_hal::i2c::I2c;
-use polyak::codec::{ByteSink, ByteSource, Decoder, Encoder, Header, Kind, Persist};
+use polyak::codec::{ByteSink, ByteSource, Decoder, Encoder, Header, Kind, Persist, nested_len};
 use polyak::moments::MomentF32;
 use polyak::window::RamRing;
 use polyak::{CompF32, I1F31, I49F15, Q15};
@@ -517,15 +517,13 @@ pub struct Checkpoint<'t, 'b, const D: usize> {
 }
 
 impl<const D: usize> Checkpoint<'_, '_, D> {
-    fn parts(&self) -> [usize; 5] {
+    fn nested(&self) -> usize {
         let t = &*self.trainer;
-        [
-            t.ema.encoded_len(),
-            t.ema_q15.encoded_len(),
-            t.swa.encoded_len(),
-            t.switch_ema.encoded_len(),
-            t.window.encoded_len(),
-        ]
+        nested_len(&t.ema)
+            + nested_len(&t.ema_q15)
+            + nested_len(&t.swa)
+            + nested_len(&t.switch_ema)
+            + nested_len(&t.window)
     }
 }
 
@@ -534,7 +532,7 @@ impl<const D: usize> Checkpoint<'_, '_, D> {
 /// records, each preceded by its length.
 impl<const D: usize> Persist for Checkpoint<'_, '_, D> {
     fn header(&self) -> Header {
-        let nested: usize = self.parts().iter().map(|n| n + 4).sum();
+        let nested = self.nested();
         Header {
             kind: Kind::Application as u8,
             format: 0,
@@ -553,17 +551,11 @@ impl<const D: usize> Persist for Checkpoint<'_, '_, D> {
         for v in t.w.iter().chain(t.w_switch.iter()) {
             enc.f32(*v)?;
         }
-        let [a, b, c, d, e] = self.parts();
-        enc.u32(a as u32)?;
-        t.ema.encode_to(enc)?;
-        enc.u32(b as u32)?;
-        t.ema_q15.encode_to(enc)?;
-        enc.u32(c as u32)?;
-        t.swa.encode_to(enc)?;
-        enc.u32(d as u32)?;
-        t.switch_ema.encode_to(enc)?;
-        enc.u32(e as u32)?;
-        t.window.encode_to(enc)
+        enc.nested(&t.ema)?;
+        enc.nested(&t.ema_q15)?;
+        enc.nested(&t.swa)?;
+        enc.nested(&t.switch_ema)?;
+        enc.nested(&t.window)
     }
 
     fn decode_body<R: ByteSource>(
@@ -582,13 +574,12 @@ impl<const D: usize> Persist for Checkpoint<'_, '_, D> {
         if step > self.trainer.cfg.steps {
             return Err(polyak::Error::InvalidState);
         }
-        let [a, b, c, d, e] = self.parts();
         let t = &mut *self.trainer;
-        part(&mut t.ema, dec, a, apply)?;
-        part(&mut t.ema_q15, dec, b, apply)?;
-        part(&mut t.swa, dec, c, apply)?;
-        part(&mut t.switch_ema, dec, d, apply)?;
-        part(&mut t.window, dec, e, apply)?;
+        dec.nested_into(&mut t.ema, apply)?;
+        dec.nested_into(&mut t.ema_q15, apply)?;
+        dec.nested_into(&mut t.swa, apply)?;
+        dec.nested_into(&mut t.switch_ema, apply)?;
+        dec.nested_into(&mut t.window, apply)?;
         if apply {
             t.step = step;
             t.q15_saturated = saturated;
@@ -598,25 +589,6 @@ impl<const D: usize> Persist for Checkpoint<'_, '_, D> {
             self.sensor = sensor;
         }
         Ok(())
-    }
-}
-
-/// One nested averager record: its length must match, then it is checked
-/// (or restored when `apply`).
-fn part<P: Persist, R: ByteSource>(
-    p: &mut P,
-    dec: &mut Decoder<'_, R>,
-    len: usize,
-    apply: bool,
-) -> Result<(), polyak::Error> {
-    if dec.u32()? as usize != len {
-        return Err(polyak::Error::InvalidState);
-    }
-    let mut nested = dec.nested(len)?;
-    if apply {
-        p.decode_from(&mut nested)
-    } else {
-        p.check_from(&mut nested)
     }
 }
 

@@ -15,7 +15,10 @@
 //!   bounds (a model-based test).
 
 use polyak::codec::Persist;
+use polyak::layout::Layout;
 use polyak::moments::{MomentF32, MomentQ15, Moments};
+use polyak::naswa::{Naswa, NormScope};
+use polyak::posthoc::PostHoc;
 use polyak::window::{RamRing, Window};
 use polyak::{CompF32, Ema, EmaBank, I1F31, I49F15, Q15, Q31, Swa};
 
@@ -104,6 +107,19 @@ fn decode_once(data: &[u8]) {
             assert!(var.iter().all(|&v| v >= 0.0));
         }
     }
+    let mut na = naswa();
+    if decode_into(&mut na, data) {
+        let _ = na.update(&[0.5, -0.5, 1.0, 2.0]);
+        let mut out = [0.0f32; 4];
+        if na.read_into(&mut out).is_ok() {
+            assert!(out.iter().all(|v| v.is_finite()));
+        }
+    }
+    let mut ph = posthoc();
+    if decode_into(&mut ph, data) {
+        let mut sink = crate::posthoc::MemorySink::default();
+        let _ = ph.update(&[Q15::from_bits(-300); 4], &mut sink);
+    }
     let mut mq = Moments::new([MomentQ15::ZERO; 4]);
     if decode_into(&mut mq, data) {
         let mut var = [Q31::ZERO; 4];
@@ -114,6 +130,19 @@ fn decode_once(data: &[u8]) {
         let _ = mq.variance_into(&mut var, 1);
         assert!(var.iter().all(|v| *v >= Q31::ZERO));
     }
+}
+
+/// The NASWA average the decoder target restores into: 4 values in two
+/// segments.
+fn naswa() -> Naswa<CompF32, [CompF32; 4], 2> {
+    let mut layout = Layout::single("a", 2).expect("valid");
+    layout.push("b", 2).expect("valid");
+    Naswa::new([CompF32::ZERO; 4], layout, 0.25, NormScope::PerSegment).expect("valid")
+}
+
+/// The post-hoc recorder the decoder target restores into.
+fn posthoc() -> PostHoc<I1F31, [[I1F31; 2]; 4], 2> {
+    PostHoc::new([[I1F31::ZERO; 2]; 4], [0.05, 0.1], 3).expect("valid")
 }
 
 /// The window the decoder target restores into: 4 Q15 values, k = 3.
@@ -297,6 +326,21 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let _ = mq.update(&[Q15::MAX, Q15::MIN, Q15::ZERO, Q15::from_bits(7)]);
     let mut buf = vec![0u8; mq.encoded_len()];
     let _ = mq.encode(&mut buf);
+    out.push(("decode", buf));
+    // NASWA with a rejection, and a post-hoc recorder after a snapshot
+    let mut na = naswa();
+    let _ = na.update(&[1.0, 1.0, 2.0, 2.0]);
+    let _ = na.update(&[5.0, 5.0, 2.0, 2.0]);
+    let mut buf = vec![0u8; na.encoded_len()];
+    let _ = na.encode(&mut buf);
+    out.push(("decode", buf));
+    let mut ph = posthoc();
+    let mut sink = crate::posthoc::MemorySink::default();
+    for k in 0..4i16 {
+        let _ = ph.update(&[Q15::from_bits(k * 1000); 4], &mut sink);
+    }
+    let mut buf = vec![0u8; ph.encoded_len()];
+    let _ = ph.encode(&mut buf);
     out.push(("decode", buf));
     out
 }

@@ -55,7 +55,6 @@ fn is_persistence(name: &str) -> bool {
         "Persist",
         "Checkpoint",
         "Crc32",
-        "demo::train::part",
         "config_bytes",
         "to_bytes",
         // state checks only decoding calls
@@ -124,9 +123,7 @@ pub(crate) fn measure(elf: &std::path::Path) -> Result<Report> {
         }
         let Ok(raw) = sym.name() else { continue };
         let name = format!("{:#}", rustc_demangle::demangle(raw));
-        let ours = name.starts_with("demo::train::ops::")
-            || name.starts_with("demo::train::part")
-            || name.contains("polyak::");
+        let ours = name.starts_with("demo::train::ops::") || name.contains("polyak::");
         if ours {
             let name = short_fixed_names(&name)
                 .replace("demo::train::ops::", "")
@@ -212,7 +209,7 @@ mod tests {
         assert!(!is_setup("ema_comp_update"));
         assert!(!is_setup("polyak::window::Window<A,S,W>::fold_slot"));
         assert!(is_persistence("<CompF32 as EmaShadow>::weight_valid"));
-        assert!(is_persistence("demo::train::part"));
+        assert!(is_persistence("polyak::codec::Decoder<R>::nested_into"));
         assert!(!is_persistence("ema_q15_read"));
     }
 

@@ -334,6 +334,9 @@ fn naswa<A: NormAcc>(params: &[A::Param], out: &mut [A::Param]) {
         let _ = black_box(n.update(black_box(params)));
         let _ = black_box(n.read_into(black_box(&mut *out)));
         black_box((n.rejected(), n.tau(), n.swa().count()));
+        let mut bytes = [0u8; 512];
+        let _ = black_box(n.encode(black_box(&mut bytes[..])));
+        let _ = black_box(n.decode(black_box(&bytes[..])));
         n.reset();
     }
 }
@@ -427,6 +430,8 @@ fn main() -> ! {
             let _ = black_box(ph.update(&pf, &mut Null));
             let _ = black_box(ph.snapshot(&mut Null));
             black_box((ph.gammas(), ph.snapshots(), ph.bank().len()));
+            let _ = black_box(ph.encode(black_box(&mut bytes[..])));
+            let _ = black_box(ph.decode(black_box(&bytes[..])));
         }
     }
 

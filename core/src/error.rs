@@ -94,6 +94,11 @@ pub enum Error {
     /// There is nothing to read yet (no update since construction or reset),
     /// or no model was given.
     Empty,
+    /// A model's sparsity pattern differs from the shared mask.
+    MaskMismatch {
+        /// Position of the first element that differs.
+        index: usize,
+    },
 }
 
 impl fmt::Display for Error {
@@ -136,6 +141,9 @@ impl fmt::Display for Error {
             Error::InvalidWindow => f.write_str("window empty or larger than its storage"),
             Error::TooFewSamples => f.write_str("too few samples"),
             Error::Empty => f.write_str("nothing to read yet"),
+            Error::MaskMismatch { index } => {
+                write!(f, "sparsity mask differs at index {index}")
+            }
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::Error;
 
-pub use fixed::types::{I1F15, I1F31, I2F62, I33F31, I49F15, U1F31};
+pub use fixed::types::{I1F15, I1F31, I2F62, I16F16, I33F31, I49F15, U1F31};
 
 /// Q15: a 16-bit fixed-point value in `[-1, 1)` with 15 fractional bits.
 pub type Q15 = I1F15;

@@ -68,6 +68,7 @@
 #![allow(clippy::manual_clamp)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod aggregate;
 pub mod bank;
 pub mod codec;
 pub mod ema;
@@ -91,7 +92,9 @@ pub mod window;
 pub use bank::EmaBank;
 pub use ema::{Ema, EmaShadow, Init, Rounding};
 pub use error::Error;
-pub use format::{CompF32, F32_LIMIT, I1F15, I1F31, I2F62, I33F31, I49F15, Q15, Q15Ef, Q31, U1F31};
+pub use format::{
+    CompF32, F32_LIMIT, I1F15, I1F31, I2F62, I16F16, I33F31, I49F15, Q15, Q15Ef, Q31, U1F31,
+};
 pub use policy::{InputPolicy, Reject, Skip};
 pub use schedule::Schedule;
 pub use swa::{Swa, SwaAccumulator};

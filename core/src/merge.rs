@@ -62,6 +62,8 @@ pub trait Merge: Copy + sealed::Sealed {
     fn counted(models: &[&[Self]], counts: &[u32], out: &mut [Self]) -> Result<(), Error>;
     #[doc(hidden)]
     fn lerp(a: &[Self], b: &[Self], t: Self::Frac, out: &mut [Self]) -> Result<(), Error>;
+    #[doc(hidden)]
+    fn check_frac(t: Self::Frac) -> Result<(), Error>;
 }
 
 /// f32 weights: products `fl(w·x)` summed in a compensated pair, divided by
@@ -86,11 +88,16 @@ impl Merge for f32 {
         weighted_f32(models, counts.iter().map(|&c| c as f32), out)
     }
     fn lerp(a: &[f32], b: &[f32], t: f32, out: &mut [f32]) -> Result<(), Error> {
-        if !(0.0..=1.0).contains(&t) {
-            return Err(Error::InvalidCoefficient);
-        }
+        Self::check_frac(t)?;
         k::lerp_f32(a, b, t, out);
         Ok(())
+    }
+    fn check_frac(t: f32) -> Result<(), Error> {
+        if (0.0..=1.0).contains(&t) {
+            Ok(())
+        } else {
+            Err(Error::InvalidCoefficient)
+        }
     }
 }
 
@@ -155,6 +162,9 @@ impl Merge for Q15 {
         );
         Ok(())
     }
+    fn check_frac(t: U1F31) -> Result<(), Error> {
+        fixed_frac(t).map(|_| ())
+    }
 }
 
 /// As for [`Q15`]: exact i64 sum, one rounding, ≤ ½ LSB, order-independent.
@@ -191,6 +201,9 @@ impl Merge for Q31 {
             |v| Q31::from_bits(v as i32),
         );
         Ok(())
+    }
+    fn check_frac(t: U1F31) -> Result<(), Error> {
+        fixed_frac(t).map(|_| ())
     }
 }
 
@@ -311,4 +324,115 @@ pub fn interpolate<T: Merge>(a: &[T], b: &[T], t: T::Frac, out: &mut [T]) -> Res
     T::check(a)?;
     T::check(b)?;
     T::lerp(a, b, t, out)
+}
+
+/// Per-segment interpolation: segment `s` of `layout` gets
+/// `a + t_s·(b − a)` (WiSE-FT with a coefficient per layer; layer-wise
+/// averaging that leaves some layers at the base, `t_s = 0`, to limit the
+/// alignment tax). Each segment is [`interpolate`] with its own `t`, with
+/// the same bound.
+///
+/// # Errors
+/// [`Error::LengthMismatch`] if the models, `out` and `layout` differ in
+/// length or `ts` has another number of segments; otherwise as
+/// [`interpolate`], checked for every segment before anything is written.
+///
+/// ```
+/// use polyak::{layout::Layout, merge};
+/// let mut layout: Layout<2> = Layout::new();
+/// layout.push("encoder", 2)?;
+/// layout.push("head", 1)?;
+/// let (base, tuned) = ([0.0f32; 3], [1.0f32; 3]);
+/// let mut out = [0.0f32; 3];
+/// merge::interpolate_segments(&base, &tuned, &layout, &[0.25, 1.0], &mut out)?;
+/// assert_eq!(out, [0.25, 0.25, 1.0]);
+/// # Ok::<(), polyak::Error>(())
+/// ```
+pub fn interpolate_segments<T: Merge, const C: usize>(
+    a: &[T],
+    b: &[T],
+    layout: &crate::layout::Layout<C>,
+    ts: &[T::Frac],
+    out: &mut [T],
+) -> Result<(), Error> {
+    check_len(out.len(), a.len())?;
+    check_len(out.len(), b.len())?;
+    check_len(out.len(), layout.len())?;
+    check_len(layout.segments().len(), ts.len())?;
+    T::check(a)?;
+    T::check(b)?;
+    for &t in ts {
+        T::check_frac(t)?;
+    }
+    for (seg, &t) in layout.segments().iter().zip(ts) {
+        let r = seg.range();
+        if let (Some(a), Some(b), Some(o)) = (a.get(r.clone()), b.get(r.clone()), out.get_mut(r)) {
+            T::lerp(a, b, t, o)?;
+        }
+    }
+    Ok(())
+}
+
+/// Below this `1 − |cos θ|`, [`slerp`] interpolates linearly.
+#[cfg(feature = "libm")]
+pub const SLERP_LINEAR_BELOW: f64 = 1.0e-6;
+
+/// Spherical linear interpolation of two f32 models, as model-merging
+/// tools apply it: with `θ` the angle between the flattened models,
+/// `out = sin((1 − t)·θ)/sin θ · a + sin(t·θ)/sin θ · b`. When the models
+/// are nearly colinear (`1 − |cos θ| <` [`SLERP_LINEAR_BELOW`], including
+/// opposite directions, where the arc is not unique) or one is zero, it
+/// falls back to [`interpolate`]. Norms, the dot product and the
+/// coefficients are computed in f64; each output element is rounded once.
+/// Returns whether the spherical form was used.
+///
+/// **Bound** (spherical form), per element, against the formula evaluated
+/// exactly: `|out − ref| ≤ ε/2·|ref| + 2⁻⁴⁹·n·(|a_i| + |b_i|)/sin²θ`, the
+/// second term the f64 sums' rounding carried through the angle
+/// (`n` parameters).
+///
+/// # Errors
+/// As [`interpolate`].
+///
+/// ```
+/// use polyak::merge;
+/// let (a, b) = ([1.0f32, 0.0], [0.0f32, 1.0]);
+/// let mut out = [0.0f32; 2];
+/// assert!(merge::slerp(&a, &b, 0.5, &mut out)?);
+/// let h = core::f32::consts::FRAC_1_SQRT_2;
+/// assert!((out[0] - h).abs() < 1e-6 && (out[1] - h).abs() < 1e-6);
+/// # Ok::<(), polyak::Error>(())
+/// ```
+#[cfg(feature = "libm")]
+pub fn slerp(a: &[f32], b: &[f32], t: f32, out: &mut [f32]) -> Result<bool, Error> {
+    check_len(out.len(), a.len())?;
+    check_len(out.len(), b.len())?;
+    check_f32(a)?;
+    check_f32(b)?;
+    f32::check_frac(t)?;
+    let (mut aa, mut bb, mut ab) = (0.0f64, 0.0f64, 0.0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        let (x, y) = (f64::from(x), f64::from(y));
+        aa += x * x;
+        bb += y * y;
+        ab += x * y;
+    }
+    let denom = libm::sqrt(aa) * libm::sqrt(bb);
+    let cos = if denom > 0.0 {
+        (ab / denom).clamp(-1.0, 1.0)
+    } else {
+        1.0
+    };
+    if 1.0 - cos.abs() < SLERP_LINEAR_BELOW {
+        k::lerp_f32(a, b, t, out);
+        return Ok(false);
+    }
+    let theta = libm::acos(cos);
+    let s = libm::sin(theta);
+    let t = f64::from(t);
+    let (wa, wb) = (libm::sin((1.0 - t) * theta) / s, libm::sin(t * theta) / s);
+    for (o, (&x, &y)) in out.iter_mut().zip(a.iter().zip(b)) {
+        *o = (wa * f64::from(x) + wb * f64::from(y)) as f32;
+    }
+    Ok(true)
 }

@@ -252,3 +252,225 @@ pub mod swalr {
         (1.0 - tau) * high + tau * low
     }
 }
+
+/// The aggregators of `polyak::aggregate`, element by element, from their
+/// formulas, in double-double precision (so the bounds can be asserted
+/// with no allowance for the reference). `xs[k]` is model `k`'s value of
+/// the element.
+pub mod aggregate {
+    use crate::dd::Dd;
+
+    /// `Σ w·x / Σ w`.
+    pub fn weighted(xs: &[f64], ws: &[f64]) -> Dd {
+        let num = xs
+            .iter()
+            .zip(ws)
+            .fold(Dd::ZERO, |s, (&x, &w)| s + Dd::from(w) * Dd::from(x));
+        num / Dd::sum(ws.iter().copied())
+    }
+
+    /// Fisher merging: `Σ F'·θ / Σ F'` with `F' = max(F, floor)`.
+    pub fn fisher(thetas: &[f64], fs: &[f64], floor: f64) -> Dd {
+        let ws: Vec<f64> = fs.iter().map(|&f| f.max(floor)).collect();
+        weighted(thetas, &ws)
+    }
+
+    /// Precision-weighted merging: `θ₀ + Σ H'·(θ − θ₀) / (H₀ + Σ H')`,
+    /// `H' = max(H, floor)`.
+    pub fn precision(base: f64, thetas: &[f64], hs: &[f64], h0: f64, floor: f64) -> Dd {
+        let b = Dd::from(base);
+        let (mut num, mut den) = (Dd::ZERO, Dd::from(h0));
+        for (&t, &h) in thetas.iter().zip(hs) {
+            let h = Dd::from(h.max(floor));
+            num = num + h * (Dd::from(t) - b);
+            den = den + h;
+        }
+        b + num / den
+    }
+
+    /// SplitMix64, from its published definition.
+    pub fn splitmix64(x: u64) -> u64 {
+        let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// DARE's documented mask: element `i` of model `model` is kept iff
+    /// `splitmix64(seed + 2³²·model + i) >> 32 ≥ ⌊rate·2³²⌋`.
+    pub fn dare_keeps(rate: f64, seed: u64, model: u32, i: usize) -> bool {
+        let p = (rate * 4_294_967_296.0).floor() as u64;
+        let h = splitmix64(
+            seed.wrapping_add(u64::from(model) << 32)
+                .wrapping_add(i as u64),
+        );
+        (h >> 32) >= p
+    }
+
+    /// Task arithmetic `θ₀ + λ·Σ w·(θ − θ₀)`; with `drop` (rate, seed),
+    /// DARE's mask and the `1/(1 − rate)` rescale (model `k` has index
+    /// `k`). Returns the result, `S = Σ w'·d` and `A = Σ |w'|·|d|`.
+    pub fn task(
+        base: f64,
+        thetas: &[f64],
+        ws: &[f64],
+        lambda: f64,
+        drop: Option<(f64, u64)>,
+        i: usize,
+    ) -> (Dd, Dd, f64) {
+        let b = Dd::from(base);
+        let (mut s, mut a) = (Dd::ZERO, 0.0f64);
+        for (k, (&t, &w)) in thetas.iter().zip(ws).enumerate() {
+            let (keep, scale) = match drop {
+                None => (true, 1.0),
+                Some((rate, seed)) => (dare_keeps(rate, seed, k as u32, i), 1.0 / (1.0 - rate)),
+            };
+            if keep {
+                let d = Dd::from(t) - b;
+                let w = Dd::from(w) * Dd::from(scale);
+                s = s + w * d;
+                a += (w.to_f64() * d.to_f64()).abs();
+            }
+        }
+        (b + Dd::from(lambda) * s, s, a)
+    }
+
+    /// TIES on whole models: trim each task vector to the top
+    /// `⌈density·n⌉` magnitudes (ties kept), elect the sign of the summed
+    /// trimmed values, average the agreeing ones, scale by λ. Returns, per
+    /// element, the result, the exact agreeing mean and how many agreed.
+    pub fn ties(
+        base: &[f64],
+        models: &[Vec<f64>],
+        density: f64,
+        lambda: f64,
+    ) -> Vec<(f64, f64, usize)> {
+        let n = base.len();
+        let trimmed: Vec<Vec<f64>> = models
+            .iter()
+            .map(|m| {
+                let d: Vec<f64> = m.iter().zip(base).map(|(t, b)| t - b).collect();
+                let mut mags: Vec<f64> = d.iter().map(|x| x.abs()).collect();
+                mags.sort_by(|a, b| b.total_cmp(a));
+                let k = ((density * n as f64).ceil() as usize).clamp(1, n.max(1));
+                let threshold = mags.get(k - 1).copied().unwrap_or(0.0);
+                d.iter()
+                    .map(|&x| if x.abs() >= threshold { x } else { 0.0 })
+                    .collect()
+            })
+            .collect();
+        (0..n)
+            .map(|i| {
+                let col: Vec<f64> = trimmed.iter().map(|t| t[i]).collect();
+                let mass = Dd::sum(col.iter().copied()).to_f64();
+                let agree: Vec<f64> = col
+                    .iter()
+                    .copied()
+                    .filter(|&x| (mass > 0.0 && x > 0.0) || (mass < 0.0 && x < 0.0))
+                    .collect();
+                if agree.is_empty() {
+                    return (base[i], 0.0, 0);
+                }
+                let mean = (Dd::sum(agree.iter().copied()) / Dd::from(agree.len() as f64)).to_f64();
+                (
+                    (Dd::from(base[i]) + Dd::from(lambda) * Dd::from(mean)).to_f64(),
+                    mean,
+                    agree.len(),
+                )
+            })
+            .collect()
+    }
+
+    /// The median (mean of the two middle values for an even count).
+    pub fn median(xs: &[f64]) -> f64 {
+        let mut v = xs.to_vec();
+        v.sort_by(|a, b| a.total_cmp(b));
+        let k = v.len();
+        if k % 2 == 1 {
+            v[k / 2]
+        } else {
+            (v[k / 2 - 1] + v[k / 2]) / 2.0
+        }
+    }
+
+    /// The mean after dropping the `trim` smallest and largest values.
+    pub fn trimmed_mean(xs: &[f64], trim: usize) -> Dd {
+        let mut v = xs.to_vec();
+        v.sort_by(|a, b| a.total_cmp(b));
+        let kept = &v[trim..v.len() - trim];
+        Dd::sum(kept.iter().copied()) / Dd::from(kept.len() as f64)
+    }
+
+    /// Spherical interpolation of two whole vectors (angle from
+    /// double-double dot products); `None` where the documented linear
+    /// fallback applies.
+    pub fn slerp(a: &[f64], b: &[f64], t: f64, threshold: f64) -> Option<(Vec<f64>, f64)> {
+        let dot = |x: &[f64], y: &[f64]| {
+            x.iter()
+                .zip(y)
+                .fold(Dd::ZERO, |s, (&p, &q)| s + Dd::from(p) * Dd::from(q))
+                .to_f64()
+        };
+        let (aa, bb, ab) = (dot(a, a), dot(b, b), dot(a, b));
+        if aa == 0.0 || bb == 0.0 {
+            return None;
+        }
+        let cos = (ab / (aa.sqrt() * bb.sqrt())).clamp(-1.0, 1.0);
+        if 1.0 - cos.abs() < threshold {
+            return None;
+        }
+        let theta = cos.acos();
+        let s = theta.sin();
+        let (wa, wb) = (((1.0 - t) * theta).sin() / s, (t * theta).sin() / s);
+        Some((a.iter().zip(b).map(|(x, y)| wa * x + wb * y).collect(), s))
+    }
+
+    /// Mean and population variance in double-double.
+    pub fn mean_var(xs: &[f64]) -> (Dd, Dd) {
+        let n = Dd::from(xs.len() as f64);
+        let m = Dd::sum(xs.iter().copied()) / n;
+        let v = xs.iter().fold(Dd::ZERO, |s, &x| {
+            let d = Dd::from(x) - m;
+            s + d * d
+        }) / n;
+        (m, v)
+    }
+
+    /// The variance correction of one segment of an average `avg`, whose
+    /// models had segment variances `vars`: `m + (a − m)·√(V/v)`. Returns
+    /// the values, `m` and the scale.
+    pub fn variance_corrected(avg: &[f64], vars: &[f64]) -> (Vec<f64>, f64, f64) {
+        let (m, v) = mean_var(avg);
+        let target = Dd::sum(vars.iter().copied()) / Dd::from(vars.len() as f64);
+        if v.to_f64() <= 0.0 {
+            return (avg.to_vec(), m.to_f64(), 1.0);
+        }
+        let s = (target / v).to_f64().sqrt();
+        let out = avg
+            .iter()
+            .map(|&a| (m + (Dd::from(a) - m) * Dd::from(s)).to_f64())
+            .collect();
+        (out, m.to_f64(), s)
+    }
+
+    /// FedAU's estimate from a participation history (`rounds[r]` holds
+    /// the participants of round `r`): the mean of the capped intervals
+    /// between a client's participations (the first counted from the
+    /// start), 1 before any.
+    pub fn fedau_weight(rounds: &[Vec<usize>], client: usize, cutoff: u32) -> f64 {
+        let mut last = 0usize;
+        let mut intervals = Vec::new();
+        for (r, who) in rounds.iter().enumerate() {
+            if who.contains(&client) {
+                let gap = r + 1 - last;
+                intervals.push(gap.min(cutoff as usize) as f64);
+                last = r + 1;
+            }
+        }
+        if intervals.is_empty() {
+            1.0
+        } else {
+            intervals.iter().sum::<f64>() / intervals.len() as f64
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Dual averaging (Nesterov 2009; Xiao 2010) with delayed feedback: the
+//! running sum of gradients `z = Σ g` and the readout `x = −z/β_t`.
+
+use core::num::NonZeroU64;
+
+use super::sealed::Sealed;
+use crate::ema::check_len;
+use crate::format::CompF32;
+use crate::num::div_round_i128;
+use crate::swa::SwaAccumulator;
+use crate::{Error, I16F16, I33F31, I49F15, Q15, Q31};
+
+/// An accumulator element of [`DualAveraging`]: the [`Swa`](crate::Swa)
+/// sums ([`CompF32`], or the exact [`I49F15`] / [`I33F31`]) with the
+/// dual-averaging readout. Sealed.
+pub trait DualAcc: SwaAccumulator + Sealed {
+    /// `β`: f32, or [`I16F16`] for fixed point.
+    type Beta: Copy + core::fmt::Debug;
+    #[doc(hidden)]
+    fn check_beta(beta: Self::Beta) -> Result<(), Error>;
+    /// Writes `−z/β`; returns how many elements saturated.
+    #[doc(hidden)]
+    fn readout(z: &[Self], beta: Self::Beta, out: &mut [Self::Param]) -> u32;
+}
+
+/// `x = fl(−fl(hi + lo)/β)`.
+///
+/// **Bound**: `|x − ref| ≤ ε·|ref| + n·ε²·Σ|g|/β + η` after `n` gradients
+/// (the [`Swa`](crate::Swa) sum's bound, divided by β).
+impl DualAcc for CompF32 {
+    type Beta = f32;
+    fn check_beta(beta: f32) -> Result<(), Error> {
+        if beta > 0.0 && beta.is_finite() {
+            Ok(())
+        } else {
+            Err(Error::InvalidCoefficient)
+        }
+    }
+    fn readout(z: &[CompF32], beta: f32, out: &mut [f32]) -> u32 {
+        for (o, z) in out.iter_mut().zip(z) {
+            *o = -z.value() / beta;
+        }
+        0
+    }
+}
+
+macro_rules! fixed_dual {
+    ($acc:ty, $param:ty, $bits:ty) => {
+        /// `x = round(−z·2¹⁶/β)` (β an [`I16F16`]), saturated (counted).
+        ///
+        /// **Bound**: `|x − ref| ≤ ½` LSB before saturation; the sum is
+        /// exact, so the result is the same bits in any arrival order.
+        impl DualAcc for $acc {
+            type Beta = I16F16;
+            fn check_beta(beta: I16F16) -> Result<(), Error> {
+                if beta.to_bits() > 0 {
+                    Ok(())
+                } else {
+                    Err(Error::InvalidCoefficient)
+                }
+            }
+            fn readout(z: &[$acc], beta: I16F16, out: &mut [$param]) -> u32 {
+                let mut saturated = 0;
+                let Some(b) = core::num::NonZeroU128::new(beta.to_bits().unsigned_abs().into())
+                else {
+                    return 0;
+                };
+                for (o, z) in out.iter_mut().zip(z) {
+                    let v = div_round_i128(-(i128::from(z.to_bits()) << 16), b);
+                    let c = v.clamp(<$bits>::MIN.into(), <$bits>::MAX.into());
+                    saturated += u32::from(c != v);
+                    *o = <$param>::from_bits(c as $bits);
+                }
+                saturated
+            }
+        }
+    };
+}
+
+fixed_dual!(I49F15, Q15, i16);
+fixed_dual!(I33F31, Q31, i32);
+
+/// The dual-averaging accumulator: gradients (or any feedback vectors)
+/// are added as they arrive, late or out of order, from one agent or
+/// several; the point is read as `x = −z/β_t` for the caller's `β_t`
+/// (`γ·√t`, say).
+///
+/// In fixed point the sum is exact, so the same set of gradients gives
+/// the same bits whatever order they arrive in — delayed feedback from
+/// several agents cannot make two devices disagree.
+///
+/// ```
+/// use polyak::aggregate::DualAveraging;
+/// use polyak::{I16F16, I49F15, Q15};
+///
+/// let mut da = DualAveraging::new([I49F15::ZERO; 2]);
+/// // gradients arriving out of order from two agents
+/// da.add(&[Q15::from_num(0.25), Q15::from_num(-0.5)])?;
+/// da.add(&[Q15::from_num(0.25), Q15::from_num(0.125)])?;
+/// let mut x = [Q15::ZERO; 2];
+/// da.readout(I16F16::from_num(2), &mut x)?; // x = −z/2
+/// assert_eq!(x, [Q15::from_num(-0.25), Q15::from_num(0.1875)]);
+/// # Ok::<(), polyak::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct DualAveraging<A: DualAcc, S> {
+    z: S,
+    count: u32,
+    _elem: core::marker::PhantomData<fn() -> A>,
+}
+
+impl<A: DualAcc, S: AsRef<[A]> + AsMut<[A]>> DualAveraging<A, S> {
+    /// An empty sum over `storage` (zero-filled).
+    pub fn new(mut storage: S) -> Self {
+        storage.as_mut().fill(A::ZERO);
+        Self {
+            z: storage,
+            count: 0,
+            _elem: core::marker::PhantomData,
+        }
+    }
+
+    /// Gradients added so far.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// The sum `z`.
+    pub fn sum(&self) -> &[A] {
+        self.z.as_ref()
+    }
+
+    /// Adds one gradient.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`]; for f32 [`Error::NonFinite`] /
+    /// [`Error::OutOfRange`]; [`Error::CountOverflow`] past
+    /// [`SwaAccumulator::MAX_COUNT`]. The state is unchanged on error.
+    pub fn add(&mut self, g: &[A::Param]) -> Result<(), Error> {
+        check_len(self.z.as_ref().len(), g.len())?;
+        if self.count >= A::MAX_COUNT {
+            return Err(Error::CountOverflow);
+        }
+        A::check(g)?;
+        A::add(self.z.as_mut(), g);
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Writes `x = −z/β` into `out`; returns how many fixed-point elements
+    /// saturated.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`]; [`Error::InvalidCoefficient`] unless
+    /// `β > 0` (and finite).
+    pub fn readout(&self, beta: A::Beta, out: &mut [A::Param]) -> Result<u32, Error> {
+        check_len(self.z.as_ref().len(), out.len())?;
+        A::check_beta(beta)?;
+        Ok(A::readout(self.z.as_ref(), beta, out))
+    }
+
+    /// The average gradient `z/n` (the SWA of the feedback).
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`]; [`Error::Empty`] before the first
+    /// gradient.
+    pub fn mean_into(&self, out: &mut [A::Param]) -> Result<(), Error> {
+        check_len(self.z.as_ref().len(), out.len())?;
+        let n = NonZeroU64::new(u64::from(self.count)).ok_or(Error::Empty)?;
+        A::mean(self.z.as_ref(), n, out);
+        Ok(())
+    }
+
+    /// Forgets every gradient.
+    pub fn reset(&mut self) {
+        self.z.as_mut().fill(A::ZERO);
+        self.count = 0;
+    }
+}

@@ -1,0 +1,288 @@
+//! Fisher-weighted and precision-weighted merging (Matena & Raffel 2022;
+//! the diagonal Laplace / uncertainty-weighted form).
+
+use super::weighted::{F32_MASS_LIMIT, max_abs};
+use crate::ema::check_len;
+use crate::format::{CompF32, check_f32};
+use crate::kernel::swa::comp_add;
+use crate::{Error, F32_LIMIT};
+
+/// One element of a [`Fisher`] merge: the compensated sums `Σ F·θ` (or
+/// `Σ H·(θ − θ₀)`) and `Σ F`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[repr(C)]
+pub struct FisherAcc {
+    num: CompF32,
+    den: CompF32,
+}
+
+impl FisherAcc {
+    /// Nothing folded in.
+    pub const ZERO: Self = Self {
+        num: CompF32::ZERO,
+        den: CompF32::ZERO,
+    };
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Empty,
+    Fisher,
+    Precision,
+}
+
+/// Per-element weighted merging with a weight for every parameter of every
+/// model, f32.
+///
+/// - **Fisher merging** ([`fold`](Self::fold), [`finish`](Self::finish)):
+///   `out = Σ_k F_k·θ_k / Σ_k F_k`, each Fisher value raised to at least
+///   `floor` (so an element no model is confident about still averages,
+///   and the denominator is never zero).
+/// - **Precision-weighted merging** ([`fold_delta`](Self::fold_delta),
+///   [`finish_delta`](Self::finish_delta)): with a base model `θ₀` and
+///   prior precision `H₀`, `out = θ₀ + (H₀ + Σ_k H_k)⁻¹·Σ_k H_k·(θ_k − θ₀)`
+///   (diagonal `H`, each raised to `floor`). Summing differences from the
+///   base keeps the precision of small updates.
+///
+/// One merge uses one form; mixing them is [`Error::ConfigMismatch`].
+///
+/// **Bounds**, per element, `K` models, `M = max_k |θ_k|`,
+/// `D = max_k |θ_k − θ₀|`, `Δ = ref − θ₀`, `W` the denominator (`Σ F'`,
+/// or `H₀ + Σ H'`):
+/// Fisher `|out − ref| ≤ ε·(1.5·|ref| + M) + (K/W + 1)·η`;
+/// precision `|out − ref| ≤ ε·(0.5·|ref| + 1.5·|Δ| + D) + (K/W + 1)·η`
+/// (the `η` terms: products that underflow, divided by `W`, and a
+/// quotient in the subnormal range).
+///
+/// Weights must be finite, non-negative and at most [`F32_LIMIT`]; a model
+/// is refused ([`Error::WeightOverflow`]) once `Σ max F·max|θ|` would pass
+/// 2¹²⁶. Merging is unchanged by a common scale of all weights, so
+/// normalise large ones.
+///
+/// ```
+/// use polyak::aggregate::{Fisher, FisherAcc};
+///
+/// let mut m = Fisher::new([FisherAcc::ZERO; 2], 1e-6)?;
+/// // model a is sure of its first weight, model b of its second
+/// m.fold(&[1.0, 5.0], &[3.0, 0.0])?;
+/// m.fold(&[2.0, 3.0], &[1.0, 1.0])?;
+/// let mut out = [0.0f32; 2];
+/// m.finish(&mut out)?;
+/// assert_eq!(out[0], 1.25);
+/// assert!((out[1] - 3.0).abs() < 1e-5);
+/// # Ok::<(), polyak::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Fisher<S> {
+    acc: S,
+    floor: f32,
+    models: u32,
+    mass: f64,
+    mode: Mode,
+}
+
+/// Checks weights: finite, `0 ≤ w ≤ F32_LIMIT`; returns the largest.
+fn check_weights(ws: &[f32]) -> Result<f32, Error> {
+    for (index, w) in ws.iter().enumerate() {
+        if !(0.0..=F32_LIMIT).contains(w) {
+            return Err(Error::InvalidWeight { index });
+        }
+    }
+    Ok(ws.iter().fold(0.0f32, |m, &w| m.max(w)))
+}
+
+impl<S: AsRef<[FisherAcc]> + AsMut<[FisherAcc]>> Fisher<S> {
+    /// An empty merge over `storage` (zero-filled); every weight is raised
+    /// to at least `floor`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidCoefficient`] unless `floor` is positive and at most
+    /// 1.
+    pub fn new(mut storage: S, floor: f32) -> Result<Self, Error> {
+        if !(floor > 0.0 && floor <= 1.0) {
+            return Err(Error::InvalidCoefficient);
+        }
+        storage.as_mut().fill(FisherAcc::ZERO);
+        Ok(Self {
+            acc: storage,
+            floor,
+            models: 0,
+            mass: 0.0,
+            mode: Mode::Empty,
+        })
+    }
+
+    /// Parameters per model.
+    pub fn len(&self) -> usize {
+        self.acc.as_ref().len()
+    }
+
+    /// Whether the models have no parameters.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Models folded in.
+    pub fn models(&self) -> u32 {
+        self.models
+    }
+
+    fn admit(&self, mode: Mode, values: &[f32], weights: &[f32]) -> Result<f64, Error> {
+        if self.mode != Mode::Empty && self.mode != mode {
+            return Err(Error::ConfigMismatch);
+        }
+        check_len(self.len(), values.len())?;
+        check_len(self.len(), weights.len())?;
+        check_f32(values)?;
+        let wmax = check_weights(weights)?.max(self.floor);
+        if self.models == u32::MAX {
+            return Err(Error::CountOverflow);
+        }
+        let mass = self.mass + f64::from(wmax) * f64::from(max_abs(values).max(1.0));
+        if mass > F32_MASS_LIMIT {
+            return Err(Error::WeightOverflow);
+        }
+        Ok(mass)
+    }
+
+    fn commit(&mut self, mode: Mode, values: &[f32], weights: &[f32], mass: f64) {
+        let floor = self.floor;
+        for ((a, &x), &w) in self.acc.as_mut().iter_mut().zip(values).zip(weights) {
+            let w = w.max(floor);
+            a.num = comp_add(a.num, w * x);
+            a.den = comp_add(a.den, w);
+        }
+        self.mass = mass;
+        self.models += 1;
+        self.mode = mode;
+    }
+
+    /// Fisher merging: folds in model `theta` with per-element Fisher
+    /// values `fisher`.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`]; [`Error::NonFinite`] /
+    /// [`Error::OutOfRange`]; [`Error::InvalidWeight`] for a negative or
+    /// non-finite Fisher value; [`Error::WeightOverflow`];
+    /// [`Error::ConfigMismatch`] after [`fold_delta`](Self::fold_delta).
+    /// The state is unchanged on error.
+    pub fn fold(&mut self, theta: &[f32], fisher: &[f32]) -> Result<(), Error> {
+        let mass = self.admit(Mode::Fisher, theta, fisher)?;
+        self.commit(Mode::Fisher, theta, fisher, mass);
+        Ok(())
+    }
+
+    /// Writes `Σ F·θ / Σ F` into `out`.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`]; [`Error::Empty`] before the first model;
+    /// [`Error::ConfigMismatch`] for a precision-weighted merge.
+    pub fn finish(&self, out: &mut [f32]) -> Result<(), Error> {
+        check_len(self.len(), out.len())?;
+        match self.mode {
+            Mode::Empty => return Err(Error::Empty),
+            Mode::Precision => return Err(Error::ConfigMismatch),
+            Mode::Fisher => {}
+        }
+        for (o, a) in out.iter_mut().zip(self.acc.as_ref()) {
+            *o = a.num.value() / a.den.value();
+        }
+        Ok(())
+    }
+
+    /// Precision-weighted merging: folds in model `theta`, relative to the
+    /// base `base`, with per-element precisions `h`.
+    ///
+    /// # Errors
+    /// As [`fold`](Self::fold) (also for a bad base); the differences
+    /// `θ − θ₀` must stay within [`F32_LIMIT`].
+    pub fn fold_delta(&mut self, theta: &[f32], base: &[f32], h: &[f32]) -> Result<(), Error> {
+        check_len(self.len(), theta.len())?;
+        check_len(self.len(), base.len())?;
+        check_f32(theta)?;
+        check_f32(base)?;
+        let mut delta = [0.0f32; crate::ema::CHUNK];
+        // the differences are formed chunk by chunk on the stack, checked
+        // for range first, then folded
+        let mut mass = self.mass;
+        for (i, (t, b)) in theta
+            .chunks(crate::ema::CHUNK)
+            .zip(base.chunks(crate::ema::CHUNK))
+            .enumerate()
+        {
+            let d = delta.get_mut(..t.len()).unwrap_or(&mut []);
+            for ((d, &t), &b) in d.iter_mut().zip(t).zip(b) {
+                *d = t - b;
+            }
+            check_f32(d).map_err(|e| shift_index(e, i * crate::ema::CHUNK))?;
+        }
+        if self.mode != Mode::Empty && self.mode != Mode::Precision {
+            return Err(Error::ConfigMismatch);
+        }
+        check_len(self.len(), h.len())?;
+        let wmax = check_weights(h)?.max(self.floor);
+        if self.models == u32::MAX {
+            return Err(Error::CountOverflow);
+        }
+        let dmax = theta
+            .iter()
+            .zip(base)
+            .fold(0.0f32, |m, (&t, &b)| m.max((t - b).abs()));
+        mass += f64::from(wmax) * f64::from(dmax.max(1.0));
+        if mass > F32_MASS_LIMIT {
+            return Err(Error::WeightOverflow);
+        }
+        let floor = self.floor;
+        for (((a, &t), &b), &w) in self.acc.as_mut().iter_mut().zip(theta).zip(base).zip(h) {
+            let w = w.max(floor);
+            a.num = comp_add(a.num, w * (t - b));
+            a.den = comp_add(a.den, w);
+        }
+        self.mass = mass;
+        self.models += 1;
+        self.mode = Mode::Precision;
+        Ok(())
+    }
+
+    /// Writes `θ₀ + Σ H·(θ − θ₀) / (H₀ + Σ H)` into `out`, with the prior
+    /// precisions `h0` (each at least 0).
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`]; [`Error::InvalidWeight`] for a bad `h0`;
+    /// [`Error::NonFinite`] / [`Error::OutOfRange`] for a bad base;
+    /// [`Error::Empty`] before the first model; [`Error::ConfigMismatch`]
+    /// for a Fisher merge.
+    pub fn finish_delta(&self, base: &[f32], h0: &[f32], out: &mut [f32]) -> Result<(), Error> {
+        check_len(self.len(), out.len())?;
+        check_len(self.len(), base.len())?;
+        check_len(self.len(), h0.len())?;
+        check_f32(base)?;
+        check_weights(h0)?;
+        match self.mode {
+            Mode::Empty => return Err(Error::Empty),
+            Mode::Fisher => return Err(Error::ConfigMismatch),
+            Mode::Precision => {}
+        }
+        for (((o, a), &b), &p) in out.iter_mut().zip(self.acc.as_ref()).zip(base).zip(h0) {
+            *o = b + a.num.value() / comp_add(a.den, p).value();
+        }
+        Ok(())
+    }
+
+    /// Forgets every model.
+    pub fn reset(&mut self) {
+        self.acc.as_mut().fill(FisherAcc::ZERO);
+        self.models = 0;
+        self.mass = 0.0;
+        self.mode = Mode::Empty;
+    }
+}
+
+/// Moves an element index reported for a chunk to the whole buffer.
+fn shift_index(e: Error, by: usize) -> Error {
+    match e {
+        Error::NonFinite { index } => Error::NonFinite { index: index + by },
+        Error::OutOfRange { index } => Error::OutOfRange { index: index + by },
+        other => other,
+    }
+}

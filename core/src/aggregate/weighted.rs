@@ -1,0 +1,629 @@
+//! Weighted averages folded one model at a time: FedAvg, soups, sparse
+//! soups, inverse-distance weights, variance correction.
+
+use core::num::NonZeroU64;
+
+use super::sealed::Sealed;
+use crate::ema::check_len;
+use crate::format::{CompF32, check_f32};
+use crate::kernel::swa::comp_add;
+use crate::layout::Layout;
+use crate::num::div_round_i64;
+use crate::{Error, I33F31, I49F15, Q15, Q31};
+
+/// The largest `Σ_k |w_k|·max_i |x_k,i|` an f32 aggregator accepts (2¹²⁶):
+/// below it no weighted sum can overflow. A model that would pass it is
+/// refused with [`Error::WeightOverflow`].
+pub(crate) const F32_MASS_LIMIT: f64 = 8.507_059_173_023_462e37; // 2^126
+
+/// `max |x|` of checked f32 values.
+pub(crate) fn max_abs(xs: &[f32]) -> f32 {
+    xs.iter().fold(0.0f32, |m, x| m.max(x.abs()))
+}
+
+/// An accumulator element of a [`WeightedAverage`]: `CompF32` for f32
+/// models with f32 weights, [`I49F15`] / [`I33F31`] (the exact sums
+/// `Σ w·x`) for Q15 / Q31 models with `u32` weights (example counts).
+/// Sealed.
+pub trait WeightedAcc: Copy + core::fmt::Debug + Sealed {
+    /// The model's element type.
+    type Param: Copy + core::fmt::Debug;
+    /// A model's weight.
+    type Weight: Copy + core::fmt::Debug;
+    /// The running total of the weights (and, for f32, the overflow guard).
+    type Total: Copy + core::fmt::Debug + PartialEq;
+    /// The zero sum.
+    const ZERO: Self;
+    /// No weight yet.
+    const NO_TOTAL: Self::Total;
+    /// Weight 1 (a uniform soup).
+    const ONE: Self::Weight;
+    /// Checks a model and the weight and returns the total after adding
+    /// it; nothing is changed.
+    #[doc(hidden)]
+    fn admit(
+        total: Self::Total,
+        model: &[Self::Param],
+        w: Self::Weight,
+    ) -> Result<Self::Total, Error>;
+    #[doc(hidden)]
+    fn fold(acc: &mut [Self], model: &[Self::Param], w: Self::Weight);
+    #[doc(hidden)]
+    fn finish(acc: &[Self], total: Self::Total, out: &mut [Self::Param]) -> Result<(), Error>;
+    /// Whether a value is zero (for masks).
+    #[doc(hidden)]
+    fn is_zero(x: &Self::Param) -> bool;
+}
+
+/// The f32 total: the weights' compensated sum and the mass
+/// `Σ w·max|x|` that bounds every sum.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct F32Total {
+    weight: CompF32,
+    mass: f64,
+}
+
+/// f32 models, f32 weights `w ∈ [0, F32_LIMIT]`: products `fl(w·x)` summed
+/// in a compensated pair, divided at the end by the compensated sum of the
+/// weights.
+///
+/// **Bound**, per element, `K` models: `|out − ref| ≤ ε·(1.5·|ref| + M) +
+/// (K/W + 1)·η` with `M = max_k |x_k|` and `W = Σ w` (the `η` terms:
+/// products that underflow, divided by the total weight, and a quotient
+/// in the subnormal range; the batch
+/// [`merge::weighted_average`](crate::merge::weighted_average) scales the
+/// weights to a total near 1 first, which a stream cannot).
+/// **Overflow**: a model is refused ([`Error::WeightOverflow`]) once
+/// `Σ w·max|x|` would pass 2¹²⁶.
+impl WeightedAcc for CompF32 {
+    type Param = f32;
+    type Weight = f32;
+    type Total = F32Total;
+    const ZERO: Self = CompF32::ZERO;
+    const NO_TOTAL: F32Total = F32Total {
+        weight: CompF32::ZERO,
+        mass: 0.0,
+    };
+    const ONE: f32 = 1.0;
+
+    fn admit(total: F32Total, model: &[f32], w: f32) -> Result<F32Total, Error> {
+        check_f32(model)?;
+        // `!(w >= 0)` is true for NaN too; -0.0 is accepted as zero.
+        if !(0.0..=crate::F32_LIMIT).contains(&w) {
+            return Err(Error::InvalidWeight { index: 0 });
+        }
+        let mass = total.mass + f64::from(w) * f64::from(max_abs(model));
+        let weight = comp_add(total.weight, w);
+        if mass > F32_MASS_LIMIT || f64::from(weight.value()) > F32_MASS_LIMIT {
+            return Err(Error::WeightOverflow);
+        }
+        Ok(F32Total { weight, mass })
+    }
+    fn fold(acc: &mut [CompF32], model: &[f32], w: f32) {
+        for (a, &x) in acc.iter_mut().zip(model) {
+            *a = comp_add(*a, w * x);
+        }
+    }
+    fn finish(acc: &[CompF32], total: F32Total, out: &mut [f32]) -> Result<(), Error> {
+        let t = total.weight.value();
+        if t == 0.0 {
+            return Err(Error::ZeroTotalWeight);
+        }
+        for (o, a) in out.iter_mut().zip(acc) {
+            *o = a.value() / t;
+        }
+        Ok(())
+    }
+    fn is_zero(x: &f32) -> bool {
+        *x == 0.0
+    }
+}
+
+macro_rules! fixed_weighted {
+    ($acc:ty, $param:ty, $bits:ty) => {
+        /// Fixed-point models, `u32` weights (example counts): `Σ w·x` is
+        /// exact in i64 and the quotient is rounded once.
+        ///
+        /// **Bound**: `|out − ref| ≤ ½` LSB, nearest-even, the same bits
+        /// in any arrival order. The weights may total at most 2³² − 1
+        /// ([`Error::WeightOverflow`]).
+        impl WeightedAcc for $acc {
+            type Param = $param;
+            type Weight = u32;
+            type Total = u64;
+            const ZERO: Self = <$acc>::ZERO;
+            const NO_TOTAL: u64 = 0;
+            const ONE: u32 = 1;
+
+            fn admit(total: u64, _: &[$param], w: u32) -> Result<u64, Error> {
+                let t = total + u64::from(w);
+                if t > u64::from(u32::MAX) {
+                    return Err(Error::WeightOverflow);
+                }
+                Ok(t)
+            }
+            fn fold(acc: &mut [$acc], model: &[$param], w: u32) {
+                let w = i64::from(w);
+                for (a, x) in acc.iter_mut().zip(model) {
+                    *a = <$acc>::from_bits(a.to_bits() + w * i64::from(x.to_bits()));
+                }
+            }
+            fn finish(acc: &[$acc], total: u64, out: &mut [$param]) -> Result<(), Error> {
+                let t = NonZeroU64::new(total).ok_or(Error::ZeroTotalWeight)?;
+                for (o, a) in out.iter_mut().zip(acc) {
+                    // |Σw·x / Σw| ≤ max|x|: the quotient fits the format
+                    *o = <$param>::from_bits(div_round_i64(a.to_bits(), t) as $bits);
+                }
+                Ok(())
+            }
+            fn is_zero(x: &$param) -> bool {
+                x.to_bits() == 0
+            }
+        }
+    };
+}
+
+fixed_weighted!(I49F15, Q15, i16);
+fixed_weighted!(I33F31, Q31, i32);
+
+/// A weighted average of models folded in one at a time, in caller
+/// storage: FedAvg (weights = example counts), a uniform soup
+/// ([`fold_uniform`](Self::fold_uniform)), any non-negative weights.
+///
+/// ```
+/// use polyak::aggregate::WeightedAverage;
+/// use polyak::{I49F15, Q15};
+///
+/// // FedAvg over two clients that saw 100 and 300 examples
+/// let mut avg = WeightedAverage::new([I49F15::ZERO; 2]);
+/// avg.fold(&[Q15::from_num(0.5), Q15::from_num(-0.25)], 100)?;
+/// avg.fold(&[Q15::from_num(0.25), Q15::from_num(0.75)], 300)?;
+/// let mut global = [Q15::ZERO; 2];
+/// avg.finish(&mut global)?;
+/// assert_eq!(global, [Q15::from_num(0.3125), Q15::from_num(0.5)]);
+/// # Ok::<(), polyak::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct WeightedAverage<A: WeightedAcc, S> {
+    acc: S,
+    total: A::Total,
+    models: u32,
+}
+
+impl<A: WeightedAcc, S: AsRef<[A]> + AsMut<[A]>> WeightedAverage<A, S> {
+    /// An empty average over `storage` (zero-filled).
+    pub fn new(mut storage: S) -> Self {
+        storage.as_mut().fill(A::ZERO);
+        Self {
+            acc: storage,
+            total: A::NO_TOTAL,
+            models: 0,
+        }
+    }
+
+    /// Parameters per model.
+    pub fn len(&self) -> usize {
+        self.acc.as_ref().len()
+    }
+
+    /// Whether the models have no parameters.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Models folded in so far.
+    pub fn models(&self) -> u32 {
+        self.models
+    }
+
+    /// The running total of the weights.
+    pub fn total(&self) -> A::Total {
+        self.total
+    }
+
+    /// The weighted sums.
+    pub fn sums(&self) -> &[A] {
+        self.acc.as_ref()
+    }
+
+    /// Checks a model and its weight; the total after it.
+    pub(crate) fn admit(&self, model: &[A::Param], w: A::Weight) -> Result<A::Total, Error> {
+        check_len(self.len(), model.len())?;
+        if self.models == u32::MAX {
+            return Err(Error::CountOverflow);
+        }
+        A::admit(self.total, model, w)
+    }
+
+    /// Folds an admitted model in.
+    pub(crate) fn commit(&mut self, model: &[A::Param], w: A::Weight, total: A::Total) {
+        A::fold(self.acc.as_mut(), model, w);
+        self.total = total;
+        self.models += 1;
+    }
+
+    /// Folds in one model with weight `w`.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`]; for f32, [`Error::NonFinite`] /
+    /// [`Error::OutOfRange`] for a bad value and [`Error::InvalidWeight`]
+    /// for a negative, NaN or too large weight; [`Error::WeightOverflow`];
+    /// [`Error::CountOverflow`] after 2³² − 1 models. The state is
+    /// unchanged on error.
+    pub fn fold(&mut self, model: &[A::Param], w: A::Weight) -> Result<(), Error> {
+        let total = self.admit(model, w)?;
+        self.commit(model, w, total);
+        Ok(())
+    }
+
+    /// Folds in one model with weight 1 (a uniform soup).
+    ///
+    /// # Errors
+    /// As [`fold`](Self::fold).
+    pub fn fold_uniform(&mut self, model: &[A::Param]) -> Result<(), Error> {
+        self.fold(model, A::ONE)
+    }
+
+    /// Writes the weighted average into `out`.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`]; [`Error::ZeroTotalWeight`] before any
+    /// weight (no models, or all weights zero). `out` is untouched on
+    /// error.
+    pub fn finish(&self, out: &mut [A::Param]) -> Result<(), Error> {
+        check_len(self.len(), out.len())?;
+        A::finish(self.acc.as_ref(), self.total, out)
+    }
+
+    /// Writes the average into the segments of `layout` whose `include`
+    /// flag is set, and leaves the others as they are (layer-wise
+    /// averaging: the local model keeps its own copy of the excluded
+    /// layers).
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] if `layout` does not cover the model or
+    /// `include` has another number of segments; otherwise as
+    /// [`finish`](Self::finish).
+    ///
+    /// ```
+    /// use polyak::aggregate::WeightedAverage;
+    /// use polyak::layout::Layout;
+    ///
+    /// let mut layout: Layout<2> = Layout::new();
+    /// layout.push("body", 2)?;
+    /// layout.push("head", 1)?;
+    /// let mut avg = WeightedAverage::new([polyak::CompF32::ZERO; 3]);
+    /// avg.fold_uniform(&[1.0, 1.0, 1.0])?;
+    /// avg.fold_uniform(&[3.0, 3.0, 3.0])?;
+    /// let mut local = [9.0f32; 3];
+    /// avg.finish_segments(&mut local, &layout, &[true, false])?; // keep the head
+    /// assert_eq!(local, [2.0, 2.0, 9.0]);
+    /// # Ok::<(), polyak::Error>(())
+    /// ```
+    pub fn finish_segments<const C: usize>(
+        &self,
+        out: &mut [A::Param],
+        layout: &Layout<C>,
+        include: &[bool],
+    ) -> Result<(), Error> {
+        check_len(self.len(), out.len())?;
+        check_len(self.len(), layout.len())?;
+        check_len(layout.segments().len(), include.len())?;
+        if self.total == A::NO_TOTAL {
+            return Err(Error::ZeroTotalWeight);
+        }
+        for (seg, _) in layout
+            .segments()
+            .iter()
+            .zip(include)
+            .filter(|(_, inc)| **inc)
+        {
+            let r = seg.range();
+            if let (Some(a), Some(o)) = (self.acc.as_ref().get(r.clone()), out.get_mut(r)) {
+                A::finish(a, self.total, o)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets every model.
+    pub fn reset(&mut self) {
+        self.acc.as_mut().fill(A::ZERO);
+        self.total = A::NO_TOTAL;
+        self.models = 0;
+    }
+}
+
+impl<S: AsRef<[CompF32]> + AsMut<[CompF32]>> WeightedAverage<CompF32, S> {
+    /// Inverse-distance weighting (IDA): folds `model` with weight
+    /// `floor / max(‖model − reference‖, floor)`, so models close to the
+    /// reference count most. Returns the weight used.
+    ///
+    /// This is the snapshot-of-reference formulation: the reference (the
+    /// current global model, say) is fixed before the round, and each
+    /// model's weight needs only that model and the reference, so models
+    /// still stream in one at a time. The weights are proportional to
+    /// `1/‖θ_k − θ_ref‖`, scaled by `floor` so that they lie in `(0, 1]`;
+    /// a model within `floor` of the reference gets weight 1. The distance
+    /// is summed in f64.
+    ///
+    /// # Errors
+    /// [`Error::InvalidCoefficient`] unless `floor` is positive and
+    /// finite; otherwise as [`fold`](Self::fold) (also for bad reference
+    /// values).
+    ///
+    /// ```
+    /// use polyak::aggregate::WeightedAverage;
+    ///
+    /// let reference = [0.0f32, 0.0];
+    /// let mut avg = WeightedAverage::new([polyak::CompF32::ZERO; 2]);
+    /// assert_eq!(avg.fold_inverse_distance(&[3.0, 4.0], &reference, 1.0)?, 0.2);
+    /// assert_eq!(avg.fold_inverse_distance(&[0.6, 0.8], &reference, 1.0)?, 1.0);
+    /// # Ok::<(), polyak::Error>(())
+    /// ```
+    #[cfg(feature = "libm")]
+    pub fn fold_inverse_distance(
+        &mut self,
+        model: &[f32],
+        reference: &[f32],
+        floor: f32,
+    ) -> Result<f32, Error> {
+        if !(floor > 0.0 && floor.is_finite()) {
+            return Err(Error::InvalidCoefficient);
+        }
+        check_len(self.len(), reference.len())?;
+        check_f32(reference)?;
+        check_len(self.len(), model.len())?;
+        check_f32(model)?;
+        let d2: f64 = model
+            .iter()
+            .zip(reference)
+            .map(|(&x, &r)| {
+                let d = f64::from(x) - f64::from(r);
+                d * d
+            })
+            .sum();
+        let d = libm::sqrt(d2);
+        let w = if d <= f64::from(floor) {
+            1.0
+        } else {
+            (f64::from(floor) / d) as f32
+        };
+        self.fold(model, w)?;
+        Ok(w)
+    }
+}
+
+/// A weighted average that preserves a shared sparsity mask (Sparse Model
+/// Soups): the first model fixes the mask (its non-zero elements); every
+/// later model must be zero exactly where the mask is, and non-zero where
+/// it is not, or it is refused with [`Error::MaskMismatch`] (the index of
+/// the first differing element) and nothing changes. Elements outside the
+/// mask are exactly zero in the result.
+///
+/// The mask lives in caller storage `M` (`[u32]` words, one bit per
+/// parameter, at least `⌈N/32⌉` words).
+///
+/// ```
+/// use polyak::aggregate::MaskedAverage;
+/// use polyak::Error;
+///
+/// let mut soup = MaskedAverage::new([polyak::CompF32::ZERO; 3], [0u32; 1])?;
+/// soup.fold(&[0.5, 0.0, -1.0], 1.0)?;
+/// soup.fold(&[1.5, 0.0, -3.0], 1.0)?;
+/// assert_eq!(soup.fold(&[1.0, 2.0, -1.0], 1.0), Err(Error::MaskMismatch { index: 1 }));
+/// let mut out = [0.0f32; 3];
+/// soup.finish(&mut out)?;
+/// assert_eq!(out, [1.0, 0.0, -2.0]);
+/// # Ok::<(), polyak::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct MaskedAverage<A: WeightedAcc, S, M> {
+    avg: WeightedAverage<A, S>,
+    mask: M,
+}
+
+impl<A: WeightedAcc, S: AsRef<[A]> + AsMut<[A]>, M: AsRef<[u32]> + AsMut<[u32]>>
+    MaskedAverage<A, S, M>
+{
+    /// An empty average over `storage`, with `mask` (zero-filled) for the
+    /// mask bits.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] if `mask` has fewer than `⌈N/32⌉` words.
+    pub fn new(storage: S, mut mask: M) -> Result<Self, Error> {
+        let avg = WeightedAverage::new(storage);
+        let words = avg.len().div_ceil(32);
+        if mask.as_ref().len() < words {
+            return Err(Error::LengthMismatch {
+                expected: words,
+                found: mask.as_ref().len(),
+            });
+        }
+        mask.as_mut().fill(0);
+        Ok(Self { avg, mask })
+    }
+
+    /// The average underneath.
+    pub fn average(&self) -> &WeightedAverage<A, S> {
+        &self.avg
+    }
+
+    /// Whether element `i` is in the mask (non-zero in the first model).
+    pub fn in_mask(&self, i: usize) -> bool {
+        self.mask
+            .as_ref()
+            .get(i / 32)
+            .is_some_and(|w| w & (1 << (i % 32)) != 0)
+    }
+
+    /// Folds in one model with weight `w`.
+    ///
+    /// # Errors
+    /// [`Error::MaskMismatch`] for a model whose zeros differ from the
+    /// mask; otherwise as [`WeightedAverage::fold`]. The state is
+    /// unchanged on error.
+    pub fn fold(&mut self, model: &[A::Param], w: A::Weight) -> Result<(), Error> {
+        let total = self.avg.admit(model, w)?;
+        if self.avg.models() == 0 {
+            let mask = self.mask.as_mut();
+            mask.fill(0);
+            for (i, x) in model.iter().enumerate() {
+                if let (false, Some(word)) = (A::is_zero(x), mask.get_mut(i / 32)) {
+                    *word |= 1 << (i % 32);
+                }
+            }
+        } else if let Some(index) = model
+            .iter()
+            .enumerate()
+            .position(|(i, x)| A::is_zero(x) == self.in_mask(i))
+        {
+            return Err(Error::MaskMismatch { index });
+        }
+        self.avg.commit(model, w, total);
+        Ok(())
+    }
+
+    /// Writes the average into `out` (exactly zero outside the mask).
+    ///
+    /// # Errors
+    /// As [`WeightedAverage::finish`].
+    pub fn finish(&self, out: &mut [A::Param]) -> Result<(), Error> {
+        self.avg.finish(out)
+    }
+
+    /// Forgets every model and the mask.
+    pub fn reset(&mut self) {
+        self.avg.reset();
+        self.mask.as_mut().fill(0);
+    }
+}
+
+/// A uniform average of `K` models that restores, per segment, the spread
+/// the averaging removed ("Vanishing Variance", Jordan et al. 2023, in its
+/// layer-wise form): averaging uncorrelated models shrinks each layer's
+/// deviations from their mean by about `√K`, which this undoes.
+///
+/// **What is preserved**, per segment `s` of the layout: with `a` the
+/// plain average, `m_s` the mean of `a` over the segment, `v_s` its
+/// population variance there, and `V_s` the mean over the models of each
+/// model's population variance over the segment, the result is
+///
+/// ```text
+/// out_i = m_s + (a_i − m_s)·√(V_s / v_s)          (v_s > 0; else out = a)
+/// ```
+///
+/// so each segment keeps the average's mean and gets the models' mean
+/// variance. Segment statistics and the rescaling are computed in f64 from
+/// the f32 average.
+///
+/// **Bound**, per element, against the formula evaluated exactly on the
+/// f32 average `a`: `|out − ref| ≤ ε/2·|ref| + 2⁻⁴⁰·(|m_s| + s·max|a − m_s|)`
+/// with `s = √(V_s / v_s)` (the f64 statistics' rounding); `a` itself is
+/// within the [`WeightedAverage`] bound of the exact average. The outputs
+/// are finite (`|out − m_s| ≤ √(n·V_s)`), though they may exceed
+/// [`F32_LIMIT`](crate::F32_LIMIT).
+///
+/// ```
+/// use polyak::aggregate::VarianceCorrected;
+/// use polyak::layout::Layout;
+///
+/// let layout: Layout<1> = Layout::single("w", 2)?;
+/// let mut vc = VarianceCorrected::new([polyak::CompF32::ZERO; 2], layout)?;
+/// vc.fold(&[1.0, -1.0])?; // spread 1 around 0
+/// vc.fold(&[-1.0, 1.0])?; // uncorrelated: the plain average is all 0…
+/// vc.fold(&[1.0, 0.0])?;
+/// let mut out = [0.0f32; 2];
+/// vc.finish(&mut out)?;
+/// // …the corrected one keeps the mean (1/6) and the models' mean variance
+/// let (m, v) = ((out[0] + out[1]) / 2.0, ((out[0] - out[1]) / 2.0).powi(2));
+/// assert!((m - 1.0 / 6.0).abs() < 1e-6);
+/// assert!((v - (1.0 + 1.0 + 0.25) / 3.0).abs() < 1e-6);
+/// # Ok::<(), polyak::Error>(())
+/// ```
+#[cfg(feature = "libm")]
+#[derive(Debug, Clone)]
+pub struct VarianceCorrected<S, const C: usize> {
+    avg: WeightedAverage<CompF32, S>,
+    layout: Layout<C>,
+    variance: [f64; C],
+}
+
+/// Mean and population variance of `xs`, two-pass in f64.
+#[cfg(feature = "libm")]
+fn mean_var(xs: &[f32]) -> (f64, f64) {
+    let n = xs.len().max(1) as f64;
+    let m = xs.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
+    let v = xs
+        .iter()
+        .map(|&x| {
+            let d = f64::from(x) - m;
+            d * d
+        })
+        .sum::<f64>()
+        / n;
+    (m, v)
+}
+
+#[cfg(feature = "libm")]
+impl<S: AsRef<[CompF32]> + AsMut<[CompF32]>, const C: usize> VarianceCorrected<S, C> {
+    /// An empty average over `storage` for models laid out as `layout`.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] if the layout does not cover the storage.
+    pub fn new(storage: S, layout: Layout<C>) -> Result<Self, Error> {
+        let avg = WeightedAverage::new(storage);
+        check_len(avg.len(), layout.len())?;
+        Ok(Self {
+            avg,
+            layout,
+            variance: [0.0; C],
+        })
+    }
+
+    /// Folds in one model (weight 1).
+    ///
+    /// # Errors
+    /// As [`WeightedAverage::fold`].
+    pub fn fold(&mut self, model: &[f32]) -> Result<(), Error> {
+        let total = self.avg.admit(model, 1.0)?;
+        for (v, seg) in self.variance.iter_mut().zip(self.layout.segments()) {
+            *v += mean_var(model.get(seg.range()).unwrap_or(&[])).1;
+        }
+        self.avg.commit(model, 1.0, total);
+        Ok(())
+    }
+
+    /// The plain average underneath.
+    pub fn average(&self) -> &WeightedAverage<CompF32, S> {
+        &self.avg
+    }
+
+    /// Writes the variance-corrected average into `out`.
+    ///
+    /// # Errors
+    /// As [`WeightedAverage::finish`].
+    pub fn finish(&self, out: &mut [f32]) -> Result<(), Error> {
+        self.avg.finish(out)?;
+        let k = f64::from(self.avg.models().max(1));
+        for (v, seg) in self.variance.iter().zip(self.layout.segments()) {
+            let Some(o) = out.get_mut(seg.range()) else {
+                continue;
+            };
+            let (m, va) = mean_var(o);
+            if va > 0.0 {
+                let s = libm::sqrt((v / k) / va);
+                for x in o.iter_mut() {
+                    *x = (m + (f64::from(*x) - m) * s) as f32;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets every model.
+    pub fn reset(&mut self) {
+        self.avg.reset();
+        self.variance = [0.0; C];
+    }
+}

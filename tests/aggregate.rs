@@ -438,9 +438,8 @@ proptest! {
         let n = models[0].len();
         let base = &base[..n];
         let mut ties = Ties::new(vec![TiesAcc::default(); n]);
-        let mut scratch = vec![0u32; n];
         for m in &models {
-            ties.fold(m, base, density, &mut scratch).unwrap();
+            ties.fold(m, base, density).unwrap();
         }
         let mut out = vec![0.0f32; n];
         ties.finish(base, lambda, &mut out).unwrap();
@@ -472,9 +471,8 @@ proptest! {
         let n = base.len();
         let run = |ms: &[Vec<Q15>]| {
             let mut t = Ties::new(vec![TiesAcc::default(); n]);
-            let mut scratch = vec![0u32; n];
             for m in ms {
-                t.fold(m, &base, density, &mut scratch).unwrap();
+                t.fold(m, &base, density).unwrap();
             }
             let mut out = vec![Q15::ZERO; n];
             t.finish(&base, I16F16::from_bits(lambda), &mut out).unwrap();
@@ -770,15 +768,14 @@ fn errors_leave_state_unchanged() {
     assert_eq!(t0.finish(&[0.0], 1.0, &mut [0.0]), Err(Error::Empty));
 
     let mut ties = Ties::new(vec![TiesAcc::default(); 2]);
-    let mut scratch = [0u32; 2];
     same(
         &mut ties,
-        |t| t.fold(&[1.0, 2.0], &[0.0, 0.0], 0.0, &mut scratch),
+        |t| t.fold(&[1.0, 2.0], &[0.0, 0.0], 0.0),
         Error::InvalidCoefficient,
     );
     same(
         &mut ties,
-        |t| t.fold(&[1.0, 2.0], &[0.0, 0.0], 0.5, &mut [0u32; 1]),
+        |t| t.fold(&[1.0, 2.0], &[0.0], 0.5),
         Error::LengthMismatch {
             expected: 2,
             found: 1,
@@ -786,7 +783,7 @@ fn errors_leave_state_unchanged() {
     );
     same(
         &mut ties,
-        |t| t.fold(&[1.0, f32::NAN], &[0.0, 0.0], 0.5, &mut scratch),
+        |t| t.fold(&[1.0, f32::NAN], &[0.0, 0.0], 0.5),
         Error::NonFinite { index: 1 },
     );
 

@@ -33,7 +33,7 @@ pub use dual::{DualAcc, DualAveraging};
 pub use fedau::Participation;
 pub use fisher::{Fisher, FisherAcc};
 pub use robust::{MAX_MODELS, Robust, median, trimmed_mean};
-pub use task::{Drop, TaskAcc, TaskArithmetic, Ties, TiesAcc};
+pub use task::{Drop, TaskAcc, TaskArithmetic, Ties, TiesAcc, TiesElem};
 #[cfg(feature = "libm")]
 pub use weighted::VarianceCorrected;
 pub use weighted::{MaskedAverage, WeightedAcc, WeightedAverage};

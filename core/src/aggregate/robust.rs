@@ -77,6 +77,21 @@ macro_rules! fixed_robust {
 fixed_robust!(Q15, i16);
 fixed_robust!(Q31, i32);
 
+/// Sorts a short slice in place (at most [`MAX_MODELS`] values): no
+/// allocation, and no panic path whatever the comparison does.
+fn insertion_sort<T>(v: &mut [T], less: impl Fn(&T, &T) -> core::cmp::Ordering) {
+    for i in 1..v.len() {
+        let mut j = i;
+        while j > 0 {
+            match v.get_mut(j - 1..=j) {
+                Some([a, b]) if less(b, a) == core::cmp::Ordering::Less => core::mem::swap(a, b),
+                _ => break,
+            }
+            j -= 1;
+        }
+    }
+}
+
 /// Checks the models and applies `f` to each element's sorted values.
 fn per_element<T: Robust>(
     models: &[&[T]],
@@ -102,7 +117,7 @@ fn per_element<T: Robust>(
         for (v, m) in vals.iter_mut().zip(models) {
             *v = m.get(i).copied().unwrap_or(T::ZERO);
         }
-        vals.sort_unstable_by(T::less);
+        insertion_sort(vals, T::less);
         *o = f(vals);
     }
     Ok(())

@@ -501,9 +501,9 @@ impl TiesElem for Q15 {
 /// is `θ₀ + λ·` the mean of the trimmed values that agree with it (the
 /// disjoint mean); an element whose masses cancel stays at `θ₀`.
 ///
-/// Trimming needs the model's magnitudes sorted: the caller lends a
-/// scratch buffer of `N` `u32` for it. The state is two sums and two
-/// counts per element.
+/// The trimming threshold is found by a radix selection over the model's
+/// magnitudes (four counting passes, 256 counters on the stack): no scratch buffer,
+/// no sorting. The state is two sums and two counts per element.
 ///
 /// **Bound**: f32, per element, against the method applied exactly to the
 /// f32 task vectors `d = fl(θ − θ₀)`, with `n` the agreeing models and `μ`
@@ -517,9 +517,8 @@ impl TiesElem for Q15 {
 ///
 /// let base = [0.0f32; 3];
 /// let mut ties = Ties::new([TiesAcc::default(); 3]);
-/// let mut scratch = [0u32; 3];
-/// ties.fold(&[0.5, -0.1, 0.3], &base, 1.0, &mut scratch)?;
-/// ties.fold(&[-0.2, -0.4, 0.1], &base, 1.0, &mut scratch)?;
+/// ties.fold(&[0.5, -0.1, 0.3], &base, 1.0)?;
+/// ties.fold(&[-0.2, -0.4, 0.1], &base, 1.0)?;
 /// let mut out = [0.0f32; 3];
 /// ties.finish(&base, 1.0, &mut out)?;
 /// assert_eq!(out, [0.5, -0.25, 0.2]);
@@ -562,22 +561,15 @@ impl<T: TiesElem, S: AsRef<[TiesAcc<T::Sum>]> + AsMut<[TiesAcc<T::Sum>]>> Ties<T
     /// folds it in.
     ///
     /// # Errors
-    /// [`Error::LengthMismatch`] (also for `scratch`);
+    /// [`Error::LengthMismatch`];
     /// [`Error::InvalidCoefficient`] unless `0 < density ≤ 1`; for f32
     /// [`Error::NonFinite`] / [`Error::OutOfRange`];
     /// [`Error::CountOverflow`] after 2³² − 1 models (f32: 2²⁴). The state
     /// is unchanged on error.
-    pub fn fold(
-        &mut self,
-        theta: &[T],
-        base: &[T],
-        density: f32,
-        scratch: &mut [u32],
-    ) -> Result<(), Error> {
+    pub fn fold(&mut self, theta: &[T], base: &[T], density: f32) -> Result<(), Error> {
         let n = self.len();
         check_len(n, theta.len())?;
         check_len(n, base.len())?;
-        check_len(n, scratch.len())?;
         if !(density > 0.0 && density <= 1.0) {
             return Err(Error::InvalidCoefficient);
         }
@@ -589,15 +581,7 @@ impl<T: TiesElem, S: AsRef<[TiesAcc<T::Sum>]> + AsMut<[TiesAcc<T::Sum>]>> Ties<T
         // k = ⌈density·n⌉ largest magnitudes: the threshold is the k-th
         let x = f64::from(density) * n as f64;
         let k = (x as usize + usize::from((x as usize as f64) < x)).clamp(1, n.max(1));
-        for ((s, &t), &b) in scratch.iter_mut().zip(theta).zip(base) {
-            *s = T::key(t, b);
-        }
-        let threshold = if n == 0 {
-            0
-        } else {
-            let (_, kth, _) = scratch.select_nth_unstable_by(n - k, |a, b| a.cmp(b));
-            *kth
-        };
+        let threshold = kth_largest(theta.iter().zip(base).map(|(&t, &b)| T::key(t, b)), k);
         for ((a, &t), &b) in self.acc.as_mut().iter_mut().zip(theta).zip(base) {
             if T::key(t, b) >= threshold {
                 T::add(a, t, b);
@@ -637,9 +621,48 @@ impl<T: TiesElem, S: AsRef<[TiesAcc<T::Sum>]> + AsMut<[TiesAcc<T::Sum>]>> Ties<T
     }
 }
 
+/// The `k`-th largest of `keys` (`1 ≤ k ≤` their number), by radix
+/// selection: one counting pass per byte, from the most significant.
+fn kth_largest(keys: impl Iterator<Item = u32> + Clone, k: usize) -> u32 {
+    let (mut prefix, mut mask, mut k) = (0u32, 0u32, k);
+    for shift in [24u32, 16, 8, 0] {
+        let mut hist = [0usize; 256];
+        for key in keys.clone().filter(|key| key & mask == prefix) {
+            if let Some(h) = hist.get_mut(((key >> shift) & 0xff) as usize) {
+                *h += 1;
+            }
+        }
+        let mut byte = 0u32;
+        for (b, &count) in hist.iter().enumerate().rev() {
+            byte = b as u32;
+            if k <= count {
+                break;
+            }
+            k -= count;
+        }
+        prefix |= byte << shift;
+        mask |= 0xff << shift;
+    }
+    prefix
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn radix_selection_finds_the_kth_largest() {
+        let keys = [5u32, 0x0100_0000, 7, 7, 0xffff_ffff, 0, 0x0100_0001, 300];
+        let mut sorted = keys.to_vec();
+        sorted.sort_unstable_by(|a, b| b.cmp(a));
+        for k in 1..=keys.len() {
+            assert_eq!(
+                kth_largest(keys.iter().copied(), k),
+                sorted[k - 1],
+                "k = {k}"
+            );
+        }
+    }
 
     #[test]
     fn splitmix_matches_the_reference_sequence() {

@@ -15,6 +15,11 @@ use embedded_storage::nor_flash::{
     ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash,
 };
 use panic_never as _;
+use polyak::aggregate::{
+    Drop, DualAcc, DualAveraging, Fisher, FisherAcc, MaskedAverage, Participation, Robust, TaskAcc,
+    TaskArithmetic, Ties, TiesAcc, TiesElem, VarianceCorrected, WeightedAcc, WeightedAverage,
+    median, trimmed_mean,
+};
 use polyak::codec::{Element, Persist, crc32};
 use polyak::layout::Layout;
 use polyak::moments::{Moment, MomentF32, MomentQ15, MomentQ31, Moments, Normal};
@@ -25,8 +30,8 @@ use polyak::store::Store;
 use polyak::swalr::{Anneal, Rate, SwaSchedule};
 use polyak::window::{RamRing, Window};
 use polyak::{
-    CompF32, Ema, EmaBank, EmaShadow, I1F15, I1F31, I2F62, I33F31, I49F15, InputPolicy, Q15, Q15Ef,
-    Q31, Rounding, Skip, Swa, SwaAccumulator, U1F31, merge,
+    CompF32, Ema, EmaBank, EmaShadow, I1F15, I1F31, I2F62, I16F16, I33F31, I49F15, InputPolicy,
+    Q15, Q15Ef, Q31, Rounding, Skip, Swa, SwaAccumulator, U1F31, merge,
 };
 
 const N: usize = 16;
@@ -341,6 +346,65 @@ fn naswa<A: NormAcc>(params: &[A::Param], out: &mut [A::Param]) {
     }
 }
 
+fn weighted<A: WeightedAcc>(params: &[A::Param], out: &mut [A::Param], w: A::Weight) {
+    let mut avg = WeightedAverage::new([A::ZERO; N]);
+    let _ = black_box(avg.fold(black_box(params), w));
+    let _ = black_box(avg.fold_uniform(black_box(params)));
+    let _ = black_box(avg.finish(black_box(&mut *out)));
+    if let Ok(mut layout) = Layout::<2>::single("a", black_box(N / 2)) {
+        let _ = layout.push("b", black_box(N / 2));
+        let _ = black_box(avg.finish_segments(&mut *out, &layout, black_box(&[true, false])));
+    }
+    black_box((avg.models(), avg.total(), avg.len()));
+    if let Ok(mut m) = MaskedAverage::new([A::ZERO; N], [0u32; 1]) {
+        let _ = black_box(m.fold(black_box(params), w));
+        let _ = black_box(m.fold(black_box(params), w));
+        let _ = black_box(m.finish(black_box(&mut *out)));
+        black_box(m.in_mask(black_box(3)));
+        m.reset();
+    }
+    avg.reset();
+}
+
+fn task<A: TaskAcc>(params: &[A::Param], out: &mut [A::Param], w: A::Weight) {
+    let mut t = TaskArithmetic::new([A::ZERO; N]);
+    let _ = black_box(t.fold(black_box(params), black_box(params), w));
+    let drop = Drop {
+        rate: black_box(0.3),
+        seed: black_box(7),
+        model: black_box(1),
+    };
+    let _ = black_box(t.fold_dare(black_box(params), black_box(params), w, drop));
+    let _ = black_box(t.finish(black_box(params), w, black_box(&mut *out)));
+    t.reset();
+}
+
+fn ties<T: TiesElem>(params: &[T], out: &mut [T], lambda: T::Lambda) {
+    let mut t = Ties::new([TiesAcc::<T::Sum>::default(); N]);
+    let _ = black_box(t.fold(black_box(params), black_box(params), black_box(0.3)));
+    let _ = black_box(t.finish(black_box(params), lambda, black_box(&mut *out)));
+    t.reset();
+}
+
+fn robust<T: Robust>(params: &[T], out: &mut [T]) {
+    let models = [params, params, params];
+    let _ = black_box(median(black_box(&models[..]), black_box(&mut *out)));
+    let _ = black_box(trimmed_mean(
+        black_box(&models[..]),
+        black_box(1),
+        black_box(&mut *out),
+    ));
+}
+
+fn dual<A: DualAcc>(params: &[A::Param], out: &mut [A::Param], beta: A::Beta) {
+    let mut d = DualAveraging::new([A::ZERO; N]);
+    let _ = black_box(d.add(black_box(params)));
+    let _ = black_box(d.readout(beta, black_box(&mut *out)));
+    let _ = black_box(d.mean_into(black_box(&mut *out)));
+    black_box((d.count(), d.sum().len()));
+    d.reset();
+}
+
 #[entry]
 fn main() -> ! {
     let mut bytes = [0u8; 1024];
@@ -510,6 +574,63 @@ fn main() -> ! {
         black_box(rng.sample());
         let m = Moments::new([MomentF32::ZERO; N]);
         let _ = black_box(m.sample_into(&mut rng, black_box(1.0), &mut of));
+    }
+
+    #[cfg(feature = "aggregate")]
+    {
+        let (i16_, q) = (I16F16::from_bits(black_box(1 << 15)), black_box(3u32));
+        weighted::<CompF32>(&pf, &mut of, black_box(0.5));
+        weighted::<I49F15>(&p15, &mut o15, q);
+        weighted::<I33F31>(&p31, &mut o31, q);
+        task::<CompF32>(&pf, &mut of, black_box(0.5));
+        task::<i64>(&p15, &mut o15, i16_);
+        task::<i128>(&p31, &mut o31, i16_);
+        ties::<f32>(&pf, &mut of, black_box(0.5));
+        ties::<Q15>(&p15, &mut o15, i16_);
+        robust::<f32>(&pf, &mut of);
+        robust::<Q15>(&p15, &mut o15);
+        robust::<Q31>(&p31, &mut o31);
+        dual::<CompF32>(&pf, &mut of, black_box(2.0));
+        dual::<I49F15>(&p15, &mut o15, i16_);
+        dual::<I33F31>(&p31, &mut o31, i16_);
+        let mut ida = WeightedAverage::new([CompF32::ZERO; N]);
+        let _ = black_box(ida.fold_inverse_distance(&pf, &pf, black_box(0.1)));
+        if let Ok(layout) = Layout::<1>::single("w", black_box(N)) {
+            if let Ok(mut vc) = VarianceCorrected::new([CompF32::ZERO; N], layout.clone()) {
+                let _ = black_box(vc.fold(&pf));
+                let _ = black_box(vc.finish(&mut of));
+                vc.reset();
+            }
+            let _ = black_box(merge::interpolate_segments(
+                &pf,
+                &pf,
+                &layout,
+                &[black_box(0.3)],
+                &mut of,
+            ));
+            let _ = black_box(merge::interpolate_segments(
+                &p15,
+                &p15,
+                &layout,
+                &[a31],
+                &mut o15,
+            ));
+        }
+        let _ = black_box(merge::slerp(&pf, black_box(&pf), black_box(0.4), &mut of));
+        if let Ok(mut f) = Fisher::new([FisherAcc::ZERO; N], black_box(1e-6)) {
+            let _ = black_box(f.fold(&pf, black_box(&pf)));
+            let _ = black_box(f.finish(&mut of));
+            f.reset();
+            let _ = black_box(f.fold_delta(&pf, black_box(&pf), black_box(&pf)));
+            let _ = black_box(f.finish_delta(&pf, black_box(&pf), &mut of));
+        }
+        if let Ok(mut p) = Participation::<4>::new(black_box(8)) {
+            let _ = black_box(p.record_round(black_box(&[0, 2])));
+            let _ = black_box(p.weight(black_box(2)));
+            let _ = black_box(p.weight_fixed(black_box(2)));
+            black_box(p.rounds());
+            p.reset();
+        }
     }
 
     // errors render without panicking

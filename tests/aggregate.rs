@@ -357,6 +357,18 @@ proptest! {
         }
         let mut out = vec![0.0f32; n];
         ta.finish(base, lambda, &mut out).unwrap();
+        // per segment: the same as separate finishes with each λ
+        if n >= 2 {
+            let mut layout: Layout<2> = Layout::new();
+            layout.push("a", n / 2).unwrap();
+            layout.push("b", n - n / 2).unwrap();
+            let mut seg = vec![0.0f32; n];
+            ta.finish_segments(base, &layout, &[lambda, -lambda], &mut seg).unwrap();
+            let mut neg = vec![0.0f32; n];
+            ta.finish(base, -lambda, &mut neg).unwrap();
+            prop_assert_eq!(&seg[..n / 2], &out[..n / 2]);
+            prop_assert_eq!(&seg[n / 2..], &neg[n / 2..]);
+        }
         let wd: Vec<f64> = ws[..k].iter().map(|&w| f64::from(w)).collect();
         for i in 0..n {
             let xs = col(&models, i);
@@ -574,8 +586,21 @@ proptest! {
             let b = EPS * want.abs().to_f64() + gs.len() as f64 * EPS * EPS * l1 / f64::from(beta) + ETA;
             prop_assert!(err(x[i], want) <= b, "elem {i}: {} vs {want:?}", x[i]);
         }
+        // around a center
+        let center: Vec<f32> = gs[0].iter().map(|g| 3.0 - g).collect();
+        da.readout_around(&center, beta, &mut x).unwrap();
+        for i in 0..n {
+            let gi = col(&gs, i);
+            let step = -(Dd::sum(gi.iter().copied()) / Dd::from(f64::from(beta)));
+            let want = Dd::from(center[i]) + step;
+            let l1: f64 = gi.iter().map(|g| g.abs()).sum();
+            let b = EPS * (0.5 * want.abs().to_f64() + step.abs().to_f64())
+                + gs.len() as f64 * EPS * EPS * l1 / f64::from(beta) + ETA;
+            prop_assert!(err(x[i], want) <= b, "around, elem {i}: {} vs {want:?}", x[i]);
+        }
         let (qs, shuffled) = q;
         let n = qs[0].len();
+        let center = qs[0].clone();
         let run = |gs: &[Vec<Q15>]| {
             let mut da = DualAveraging::new(vec![I49F15::ZERO; n]);
             for g in gs {
@@ -583,14 +608,18 @@ proptest! {
             }
             let mut x = vec![Q15::ZERO; n];
             da.readout(I16F16::from_bits(beta_q), &mut x).unwrap();
-            x
+            let mut y = vec![Q15::ZERO; n];
+            da.readout_around(&center, I16F16::from_bits(beta_q), &mut y).unwrap();
+            (x, y)
         };
         let got = run(&qs);
         prop_assert_eq!(&run(&shuffled), &got);
         for i in 0..n {
             let z: i128 = qs.iter().map(|g| i128::from(g[i].to_bits())).sum();
             let v = div_even(-(z << 16), i128::from(beta_q));
-            prop_assert_eq!(i128::from(got[i].to_bits()), v.clamp(-32768, 32767));
+            prop_assert_eq!(i128::from(got.0[i].to_bits()), v.clamp(-32768, 32767));
+            let c = i128::from(qs[0][i].to_bits());
+            prop_assert_eq!(i128::from(got.1[i].to_bits()), (c + v).clamp(-32768, 32767));
         }
     }
 }

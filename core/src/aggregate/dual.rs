@@ -18,15 +18,22 @@ pub trait DualAcc: SwaAccumulator + Sealed {
     type Beta: Copy + core::fmt::Debug;
     #[doc(hidden)]
     fn check_beta(beta: Self::Beta) -> Result<(), Error>;
-    /// Writes `−z/β`; returns how many elements saturated.
+    /// Writes `center − z/β` (`center` 0 when `None`); returns how many
+    /// elements saturated.
     #[doc(hidden)]
-    fn readout(z: &[Self], beta: Self::Beta, out: &mut [Self::Param]) -> u32;
+    fn readout(
+        z: &[Self],
+        beta: Self::Beta,
+        center: Option<&[Self::Param]>,
+        out: &mut [Self::Param],
+    ) -> u32;
 }
 
-/// `x = fl(−fl(hi + lo)/β)`.
+/// `x = fl(−fl(hi + lo)/β)`, or `fl(x₀ + that)` around a center.
 ///
 /// **Bound**: `|x − ref| ≤ ε·|ref| + n·ε²·Σ|g|/β + η` after `n` gradients
-/// (the [`Swa`](crate::Swa) sum's bound, divided by β).
+/// (the [`Swa`](crate::Swa) sum's bound, divided by β); around a center,
+/// `ε·(½·|ref| + |z/β|) + n·ε²·Σ|g|/β + η`.
 impl DualAcc for CompF32 {
     type Beta = f32;
     fn check_beta(beta: f32) -> Result<(), Error> {
@@ -36,9 +43,13 @@ impl DualAcc for CompF32 {
             Err(Error::InvalidCoefficient)
         }
     }
-    fn readout(z: &[CompF32], beta: f32, out: &mut [f32]) -> u32 {
-        for (o, z) in out.iter_mut().zip(z) {
-            *o = -z.value() / beta;
+    fn readout(z: &[CompF32], beta: f32, center: Option<&[f32]>, out: &mut [f32]) -> u32 {
+        for (i, (o, z)) in out.iter_mut().zip(z).enumerate() {
+            let step = -z.value() / beta;
+            *o = match center.and_then(|c| c.get(i)) {
+                Some(&c) => c + step,
+                None => step,
+            };
         }
         0
     }
@@ -46,7 +57,8 @@ impl DualAcc for CompF32 {
 
 macro_rules! fixed_dual {
     ($acc:ty, $param:ty, $bits:ty) => {
-        /// `x = round(−z·2¹⁶/β)` (β an [`I16F16`]), saturated (counted).
+        /// `x = x₀ + round(−z·2¹⁶/β)` (β an [`I16F16`], `x₀` the center or
+        /// 0), saturated (counted).
         ///
         /// **Bound**: `|x − ref| ≤ ½` LSB before saturation; the sum is
         /// exact, so the result is the same bits in any arrival order.
@@ -59,14 +71,20 @@ macro_rules! fixed_dual {
                     Err(Error::InvalidCoefficient)
                 }
             }
-            fn readout(z: &[$acc], beta: I16F16, out: &mut [$param]) -> u32 {
+            fn readout(
+                z: &[$acc],
+                beta: I16F16,
+                center: Option<&[$param]>,
+                out: &mut [$param],
+            ) -> u32 {
                 let mut saturated = 0;
                 let Some(b) = core::num::NonZeroU128::new(beta.to_bits().unsigned_abs().into())
                 else {
                     return 0;
                 };
-                for (o, z) in out.iter_mut().zip(z) {
-                    let v = div_round_i128(-(i128::from(z.to_bits()) << 16), b);
+                for (i, (o, z)) in out.iter_mut().zip(z).enumerate() {
+                    let c = center.and_then(|c| c.get(i)).map_or(0, |c| c.to_bits());
+                    let v = i128::from(c) + div_round_i128(-(i128::from(z.to_bits()) << 16), b);
                     let c = v.clamp(<$bits>::MIN.into(), <$bits>::MAX.into());
                     saturated += u32::from(c != v);
                     *o = <$param>::from_bits(c as $bits);
@@ -156,7 +174,27 @@ impl<A: DualAcc, S: AsRef<[A]> + AsMut<[A]>> DualAveraging<A, S> {
     pub fn readout(&self, beta: A::Beta, out: &mut [A::Param]) -> Result<u32, Error> {
         check_len(self.z.as_ref().len(), out.len())?;
         A::check_beta(beta)?;
-        Ok(A::readout(self.z.as_ref(), beta, out))
+        Ok(A::readout(self.z.as_ref(), beta, None, out))
+    }
+
+    /// Writes `x = x₀ − z/β` into `out`: the readout around a center `x₀`
+    /// (the prox-center of dual averaging with `½‖x − x₀‖²`, e.g. the
+    /// model the gradients were taken at).
+    ///
+    /// # Errors
+    /// As [`readout`](Self::readout); for f32 [`Error::NonFinite`] /
+    /// [`Error::OutOfRange`] for a bad center.
+    pub fn readout_around(
+        &self,
+        center: &[A::Param],
+        beta: A::Beta,
+        out: &mut [A::Param],
+    ) -> Result<u32, Error> {
+        check_len(self.z.as_ref().len(), out.len())?;
+        check_len(self.z.as_ref().len(), center.len())?;
+        A::check(center)?;
+        A::check_beta(beta)?;
+        Ok(A::readout(self.z.as_ref(), beta, Some(center), out))
     }
 
     /// The average gradient `z/n` (the SWA of the feedback).

@@ -6,6 +6,7 @@ use super::sealed::Sealed;
 use crate::ema::check_len;
 use crate::format::{CompF32, check_f32};
 use crate::kernel::swa::comp_add;
+use crate::layout::Layout;
 use crate::num::div_round_i128;
 use crate::{Error, I16F16, Q15, Q31};
 
@@ -384,6 +385,60 @@ impl<A: TaskAcc, S: AsRef<[A]> + AsMut<[A]>> TaskArithmetic<A, S> {
             return Err(Error::Empty);
         }
         Ok(A::finish(self.acc.as_ref(), base, lambda, out))
+    }
+
+    /// As [`finish`](Self::finish) with a scale per segment of `layout`
+    /// (layer-wise task arithmetic; λ = 0 leaves a segment at the base).
+    ///
+    /// # Errors
+    /// As [`finish`](Self::finish); [`Error::LengthMismatch`] if the layout
+    /// does not cover the model or `lambdas` has another number of
+    /// segments. `out` is untouched on error.
+    ///
+    /// ```
+    /// use polyak::aggregate::TaskArithmetic;
+    /// use polyak::layout::Layout;
+    /// let mut layout: Layout<2> = Layout::new();
+    /// layout.push("body", 1)?;
+    /// layout.push("head", 1)?;
+    /// let base = [0.0f32; 2];
+    /// let mut ta = TaskArithmetic::new([polyak::CompF32::ZERO; 2]);
+    /// ta.fold(&[1.0, 1.0], &base, 1.0)?;
+    /// let mut out = [0.0f32; 2];
+    /// ta.finish_segments(&base, &layout, &[0.5, 0.0], &mut out)?;
+    /// assert_eq!(out, [0.5, 0.0]);
+    /// # Ok::<(), polyak::Error>(())
+    /// ```
+    pub fn finish_segments<const C: usize>(
+        &self,
+        base: &[A::Param],
+        layout: &Layout<C>,
+        lambdas: &[A::Weight],
+        out: &mut [A::Param],
+    ) -> Result<u32, Error> {
+        check_len(self.len(), base.len())?;
+        check_len(self.len(), out.len())?;
+        check_len(self.len(), layout.len())?;
+        check_len(layout.segments().len(), lambdas.len())?;
+        A::check(base)?;
+        for &l in lambdas {
+            A::check_weight(l)?;
+        }
+        if self.models == 0 {
+            return Err(Error::Empty);
+        }
+        let mut saturated = 0;
+        for (seg, &l) in layout.segments().iter().zip(lambdas) {
+            let r = seg.range();
+            if let (Some(a), Some(b), Some(o)) = (
+                self.acc.as_ref().get(r.clone()),
+                base.get(r.clone()),
+                out.get_mut(r),
+            ) {
+                saturated += A::finish(a, b, l, o);
+            }
+        }
+        Ok(saturated)
     }
 
     /// Forgets every model.

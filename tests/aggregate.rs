@@ -879,3 +879,19 @@ fn errors_leave_state_unchanged() {
     );
     assert_eq!(o, [9.0; 2]);
 }
+
+/// A Q15 sparse soup: exact, zeros kept, another mask refused.
+#[test]
+fn masked_fixed_point() {
+    let q = |v: f32| Q15::from_num(v);
+    let mut soup = MaskedAverage::new([I49F15::ZERO; 3], [0u32; 1]).unwrap();
+    soup.fold(&[q(0.5), Q15::ZERO, q(-0.25)], 3).unwrap();
+    soup.fold(&[q(0.25), Q15::ZERO, q(-0.5)], 1).unwrap();
+    assert_eq!(
+        soup.fold(&[q(0.25), q(0.5), q(-0.5)], 1),
+        Err(Error::MaskMismatch { index: 1 })
+    );
+    let mut out = [Q15::MAX; 3];
+    soup.finish(&mut out).unwrap();
+    assert_eq!(out, [q(0.4375), Q15::ZERO, q(-0.3125)]);
+}

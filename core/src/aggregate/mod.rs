@@ -8,10 +8,10 @@
 //! |---|---|---|---|
 //! | weighted average, FedAvg (example counts), uniform soup; per-segment exclusion (layer-wise averaging) | [`WeightedAverage`] | compensated sums | exact, any order |
 //! | mask-preserving average (sparse soups) | [`MaskedAverage`] | ✓ | ✓ |
-//! | inverse-distance weights (IDA) | [`WeightedAverage::fold_inverse_distance`] | ✓ | – |
-//! | variance-corrected average | [`VarianceCorrected`] | ✓ | – |
+//! | inverse-distance weights (IDA) | `WeightedAverage::fold_inverse_distance` (feature `libm`) | ✓ | – |
+//! | variance-corrected average | `VarianceCorrected` (feature `libm`) | ✓ | – |
 //! | per-segment interpolation (WiSE-FT, layer-wise) | [`merge::interpolate_segments`](crate::merge::interpolate_segments) | ✓ | ✓ |
-//! | spherical interpolation | [`merge::slerp`](crate::merge::slerp) | ✓ | – |
+//! | spherical interpolation | `merge::slerp` (feature `libm`) | ✓ | – |
 //! | Fisher-weighted and precision-weighted merging | [`Fisher`] | ✓ | – |
 //! | task arithmetic, DARE | [`TaskArithmetic`] | ✓ | exact, any order |
 //! | TIES | [`Ties`] | ✓ | exact, any order |

@@ -37,7 +37,7 @@ use crate::codec::{ByteSink, ByteSource, Decoder, Element, Encoder, Header, Kind
 use crate::ema::{Coefs, EmaShadow, Init, Rounding, check_len, impute, len_u32, mode_bytes};
 use crate::kernel::swa::comp_add;
 use crate::num::round_shift_var_i128;
-use crate::policy::{InputPolicy, Reject};
+use crate::policy::{Checked, Input, InputPolicy, Reject};
 use crate::schedule::{Action, Schedule};
 use crate::{CompF32, Error, Q15, Q31};
 
@@ -296,14 +296,39 @@ impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize, P: Inpu
         Ok((calls, actions))
     }
 
-    /// Applies `actions` to every element in one pass over `params`.
-    fn pass(&mut self, params: impl Iterator<Item = A::Param>, actions: &[Action; K]) {
+    /// The coefficients of this call's steps (the last ones elsewhere).
+    fn coefs_for(&self, actions: &[Action; K]) -> [A::Coef; K] {
         let mut coefs = self.alphas;
         for ((c, a), k) in coefs.iter_mut().zip(actions).zip(&self.coefs) {
             if let Action::Step { alpha, .. } = *a {
                 *c = k.at::<A>(alpha);
             }
         }
+        coefs
+    }
+
+    /// One pass over a checked slice: every member stepping and no bad
+    /// element (the common case) in one tight loop, anything else
+    /// element by element.
+    fn pass_slice(&mut self, params: &[A::Param], actions: &[Action; K], bad: u64) {
+        if (!P::SKIP || bad == 0) && actions.iter().all(|a| matches!(a, Action::Step { .. })) {
+            let coefs = self.coefs_for(actions);
+            A::step_rows(
+                self.shadow.as_mut(),
+                params,
+                &coefs,
+                self.rounding,
+                &mut self.rng,
+            );
+            self.commit(actions, &coefs);
+        } else {
+            self.pass(params.iter().copied(), actions);
+        }
+    }
+
+    /// Applies `actions` to every element in one pass over `params`.
+    fn pass(&mut self, params: impl Iterator<Item = A::Param>, actions: &[Action; K]) {
+        let coefs = self.coefs_for(actions);
         let (rounding, rng) = (self.rounding, &mut self.rng);
         let debiased = self.init == Init::ZeroDebiased;
         let (weights, filled) = (self.weights, self.filled);
@@ -325,6 +350,11 @@ impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize, P: Inpu
                 }
             }
         }
+        self.commit(actions, &coefs);
+    }
+
+    /// The members' bookkeeping after a pass.
+    fn commit(&mut self, actions: &[Action; K], coefs: &[A::Coef; K]) {
         let first_copy = self.init == Init::CopyFirst && self.calls == 0;
         for (k, a) in actions.iter().enumerate() {
             match *a {
@@ -361,9 +391,27 @@ impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize, P: Inpu
             0
         };
         let (calls, actions) = self.plan()?;
-        self.pass(params.iter().copied(), &actions);
+        self.pass_slice(params, &actions, bad);
         self.calls = calls;
         self.skipped = self.skipped.saturating_add(bad);
+        Ok(())
+    }
+
+    /// [`update`](Self::update) with parameters checked already (once for
+    /// every averager of the step).
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`]; [`Error::CountOverflow`]. The state is
+    /// unchanged on error.
+    pub fn update_checked(&mut self, params: Checked<'_, A::Param>) -> Result<(), Error>
+    where
+        A::Param: Input,
+    {
+        let params = params.as_slice();
+        check_len(self.len(), params.len())?;
+        let (calls, actions) = self.plan()?;
+        self.pass_slice(params, &actions, 0);
+        self.calls = calls;
         Ok(())
     }
 

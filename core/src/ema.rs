@@ -70,7 +70,7 @@ use crate::kernel::ema as k;
 use crate::num::{
     Nearest, Stochastic, div_round_i64, div_round_i128, round_shift_i64, round_shift_i128,
 };
-use crate::policy::{InputPolicy, Reject};
+use crate::policy::{Checked, Input, InputPolicy, Reject};
 use crate::schedule::{Action, Schedule};
 use crate::{Error, Q15, Q31};
 
@@ -178,6 +178,29 @@ pub trait EmaShadow: Copy + core::fmt::Debug + sealed::Sealed + Element {
         rounding: Rounding,
         rng: &mut u32,
     );
+    /// One EMA step of every member of a bank (`K` shadows per
+    /// parameter, member `k` with coefficient `alphas[k]`): the same bits
+    /// as [`step`](Self::step) member by member, element by element.
+    #[doc(hidden)]
+    fn step_rows<const K: usize>(
+        rows: &mut [[Self; K]],
+        params: &[Self::Param],
+        alphas: &[Self::Coef; K],
+        rounding: Rounding,
+        rng: &mut u32,
+    ) {
+        for (row, x) in rows.iter_mut().zip(params) {
+            for (s, &a) in row.iter_mut().zip(alphas) {
+                Self::step(
+                    core::slice::from_mut(s),
+                    core::slice::from_ref(x),
+                    a,
+                    rounding,
+                    rng,
+                );
+            }
+        }
+    }
     /// Writes the shadow out; returns how many elements had to saturate.
     #[doc(hidden)]
     fn store(shadow: &[Self], out: &mut [Self::Param]) -> u32;
@@ -335,6 +358,33 @@ impl EmaShadow for f32 {
     fn step(shadow: &mut [f32], params: &[f32], alpha: f32, _: Rounding, _: &mut u32) {
         k::plain_f32(shadow, params, alpha);
     }
+    fn step_rows<const K: usize>(
+        rows: &mut [[f32; K]],
+        params: &[f32],
+        alphas: &[f32; K],
+        _: Rounding,
+        _: &mut u32,
+    ) {
+        #[cfg(polyak_m4f)]
+        let (rows, params) = {
+            let done = match *alphas.as_slice() {
+                [a] => crate::kernel::arm::ema_f32(rows.as_flattened_mut(), params, a),
+                [a0, a1, a2] => {
+                    crate::kernel::arm::bank3_f32(rows.as_flattened_mut(), params, [a0, a1, a2])
+                }
+                _ => 0,
+            };
+            (
+                rows.get_mut(done..).unwrap_or(&mut []),
+                params.get(done..).unwrap_or(&[]),
+            )
+        };
+        for (row, &x) in rows.iter_mut().zip(params) {
+            for (s, &a) in row.iter_mut().zip(alphas) {
+                *s += a * (x - *s);
+            }
+        }
+    }
     fn store(shadow: &[f32], out: &mut [f32]) -> u32 {
         k::store(shadow, out, |s| s);
         0
@@ -404,6 +454,19 @@ impl EmaShadow for CompF32 {
     }
     fn load(shadow: &mut [CompF32], params: &[f32]) {
         k::load(shadow, params, CompF32::new);
+    }
+    fn step_rows<const K: usize>(
+        rows: &mut [[CompF32; K]],
+        params: &[f32],
+        alphas: &[f32; K],
+        _: Rounding,
+        _: &mut u32,
+    ) {
+        for (row, &x) in rows.iter_mut().zip(params) {
+            for (s, &a) in row.iter_mut().zip(alphas) {
+                *s = k::comp_step(*s, x, a);
+            }
+        }
     }
     fn step(shadow: &mut [CompF32], params: &[f32], alpha: f32, _: Rounding, _: &mut u32) {
         k::comp_f32(shadow, params, alpha);
@@ -478,6 +541,37 @@ impl EmaShadow for I1F31 {
         k::load(shadow, params, |x: I1F15| {
             I1F31::from_bits(i32::from(x.to_bits()) << 16)
         });
+    }
+    fn step_rows<const K: usize>(
+        rows: &mut [[I1F31; K]],
+        params: &[Q15],
+        alphas: &[U1F31; K],
+        rounding: Rounding,
+        rng: &mut u32,
+    ) {
+        let a = alphas.map(|a| i64::from(a.to_bits()));
+        match rounding {
+            Rounding::NearestEven => {
+                for (row, x) in rows.iter_mut().zip(params) {
+                    for (s, &a) in row.iter_mut().zip(&a) {
+                        *s = I1F31::from_bits(k::q15_wide_step(
+                            s.to_bits(),
+                            x.to_bits(),
+                            a,
+                            &mut Nearest,
+                        ));
+                    }
+                }
+            }
+            Rounding::Stochastic { .. } => {
+                let r = &mut Stochastic(seeded(rng));
+                for (row, x) in rows.iter_mut().zip(params) {
+                    for (s, &a) in row.iter_mut().zip(&a) {
+                        *s = I1F31::from_bits(k::q15_wide_step(s.to_bits(), x.to_bits(), a, r));
+                    }
+                }
+            }
+        }
     }
     fn step(shadow: &mut [I1F31], params: &[Q15], alpha: U1F31, rounding: Rounding, rng: &mut u32) {
         let a = i64::from(alpha.to_bits());
@@ -1077,6 +1171,26 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>, P: InputPolicy> Ema<A, S, P> {
             A::check(params)?;
             0
         };
+        self.apply(params, bad)
+    }
+
+    /// [`update`](Self::update) with parameters checked already (once for
+    /// every averager of the step).
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`]; [`Error::CountOverflow`]. The state is
+    /// unchanged on error.
+    pub fn update_checked(&mut self, params: Checked<'_, A::Param>) -> Result<(), Error>
+    where
+        A::Param: Input,
+    {
+        let params = params.as_slice();
+        check_len(self.len(), params.len())?;
+        self.apply(params, 0)
+    }
+
+    /// One step over checked parameters, `bad` of them to skip.
+    fn apply(&mut self, params: &[A::Param], bad: u64) -> Result<(), Error> {
         let calls = self.calls.checked_add(1).ok_or(Error::CountOverflow)?;
         let first = self.init == Init::CopyFirst && self.calls == 0;
         let action = if first {
@@ -1092,8 +1206,20 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>, P: InputPolicy> Ema<A, S, P> {
             Action::Skip => return self.finish(calls, bad, action),
             Action::Step { alpha, .. } => Some(self.coefs.at::<A>(alpha)),
         };
-        // One call site per kernel: the input goes by in chunks, and a chunk
-        // holding bad elements is copied with their averages imputed.
+        if !P::SKIP || bad == 0 {
+            // the whole buffer in one pass (the kernels stream it)
+            match step {
+                None => A::load(self.shadow.as_mut(), params),
+                Some(a) => A::step(self.shadow.as_mut(), params, a, rounding, rng),
+            }
+            if let Some(a) = step {
+                self.weight = A::weight_step(self.weight, a);
+                self.alpha = a;
+            }
+            return self.finish(calls, bad, action);
+        }
+        // Bad elements under `Skip`: the input goes by in chunks, and a
+        // chunk holding bad elements is copied with their averages imputed.
         let mut tmp = [A::PARAM_ZERO; CHUNK];
         for (s, x) in self
             .shadow

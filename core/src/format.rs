@@ -136,12 +136,21 @@ pub(crate) fn check_f32(xs: &[f32]) -> Result<(), Error> {
 /// As [`check_f32`] with another limit.
 pub(crate) fn check_f32_within(xs: &[f32], limit: f32) -> Result<(), Error> {
     const MASK: u32 = 0x7fff_ffff;
-    let limit = limit.to_bits();
     // Branch-free reduction first (vectorises); locate only on failure.
-    let worst = xs.iter().fold(0u32, |m, x| m.max(x.to_bits() & MASK));
-    if worst <= limit {
+    // `|x| ≤ limit` is false for NaN and ±Inf too. On Arm the integer form
+    // (a mask and a compare per element) is the cheaper; elsewhere packed
+    // float compares are (SSE2 has no unsigned 32-bit max).
+    #[cfg(target_arch = "arm")]
+    let ok = {
+        let l = limit.to_bits();
+        xs.iter().fold(0u32, |m, x| m.max(x.to_bits() & MASK)) <= l
+    };
+    #[cfg(not(target_arch = "arm"))]
+    let ok = xs.iter().fold(true, |ok, x| ok & (x.abs() <= limit));
+    if ok {
         return Ok(());
     }
+    let limit = limit.to_bits();
     for (index, x) in xs.iter().enumerate() {
         if !x.is_finite() {
             return Err(Error::NonFinite { index });

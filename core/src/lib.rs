@@ -75,6 +75,11 @@ pub mod ema;
 mod error;
 mod format;
 mod kernel;
+/// Compares the Cortex-M4F assembly kernels with their safe twins (used by
+/// the firmware example's benchmark mode).
+#[cfg(polyak_m4f)]
+#[doc(hidden)]
+pub use kernel::arm::selftest as arm_selftest;
 pub mod layout;
 pub mod merge;
 pub mod moments;
@@ -95,7 +100,7 @@ pub use error::Error;
 pub use format::{
     CompF32, F32_LIMIT, I1F15, I1F31, I2F62, I16F16, I33F31, I49F15, Q15, Q15Ef, Q31, U1F31,
 };
-pub use policy::{InputPolicy, Reject, Skip};
+pub use policy::{Checked, Input, InputPolicy, Reject, Skip};
 pub use schedule::Schedule;
 pub use swa::{Swa, SwaAccumulator};
 

@@ -36,7 +36,7 @@ use crate::ema::CHUNK;
 use crate::ema::{check_len, len_u32};
 use crate::format::{CompF32, F32_LIMIT, I33F31, I49F15, check_f32, valid_f32};
 use crate::kernel::swa as k;
-use crate::policy::{InputPolicy, Reject};
+use crate::policy::{Checked, Input, InputPolicy, Reject};
 use crate::{Error, Q15, Q31};
 
 mod sealed {
@@ -329,8 +329,38 @@ impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>, P: InputPolicy> Swa<A, S, P>
             A::check(params)?;
             0
         };
-        // One call site for the kernel: a chunk holding bad elements is
-        // copied with the elements' current means imputed.
+        self.apply(params, bad);
+        Ok(())
+    }
+
+    /// [`update`](Self::update) with parameters checked already (once for
+    /// every averager of the step).
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`]; [`Error::CountOverflow`]. The state is
+    /// unchanged on error.
+    pub fn update_checked(&mut self, params: Checked<'_, A::Param>) -> Result<(), Error>
+    where
+        A::Param: Input,
+    {
+        let params = params.as_slice();
+        check_len(self.len(), params.len())?;
+        if self.count >= A::MAX_COUNT {
+            return Err(Error::CountOverflow);
+        }
+        self.apply(params, 0);
+        Ok(())
+    }
+
+    /// Adds checked parameters, `bad` of them to impute.
+    fn apply(&mut self, params: &[A::Param], bad: u64) {
+        if !P::SKIP || bad == 0 {
+            A::add(self.acc.as_mut(), params);
+            self.count += 1;
+            return;
+        }
+        // Bad elements under `Skip`: a chunk holding them is copied with
+        // the elements' current means imputed.
         let n = NonZeroU64::new(u64::from(self.count));
         let mut tmp = [A::PARAM_ZERO; CHUNK];
         for (a, x) in self
@@ -359,7 +389,6 @@ impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>, P: InputPolicy> Swa<A, S, P>
         }
         self.count += 1;
         self.skipped = self.skipped.saturating_add(bad);
-        Ok(())
     }
 
     /// Writes the mean of the snapshots into `out`.

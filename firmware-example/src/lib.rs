@@ -7,6 +7,7 @@
 //! of every averaged buffer bit for bit.
 #![no_std]
 
+pub mod bench;
 pub mod rng;
 pub mod sensor;
 pub mod train;

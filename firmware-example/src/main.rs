@@ -65,6 +65,10 @@ mod firmware {
             let stop = parse_stop(args);
             persist(bufs, stop);
         }
+        #[cfg(all(feature = "bench", not(board = "microbit")))]
+        if args.windows(5).any(|w| w == b"bench") {
+            bench::run();
+        }
         defmt::println!(
             "info board={=str} weights={=usize} buffers={=usize}B seeds={=usize}",
             BOARD,
@@ -155,6 +159,69 @@ mod firmware {
         }
         defmt::println!("done ok={=bool}", all_ok);
         exit(all_ok);
+    }
+
+    /// Benchmark mode (Cortex-M4F): instructions per element of each
+    /// kernel, timed with SysTick under `-icount shift=0`.
+    #[cfg(all(feature = "bench", not(board = "microbit")))]
+    mod bench {
+        use cortex_m::peripheral::SYST;
+        use cortex_m::peripheral::syst::SystClkSource;
+        use demo::bench::{BenchBuffers, Timer, kernels};
+
+        /// SysTick at 25 MHz: one tick per 40 instructions.
+        struct Ticks;
+
+        const INSTRUCTIONS_PER_TICK: u32 = 40;
+
+        impl Timer for Ticks {
+            fn time(&mut self, f: &mut dyn FnMut() -> bool) -> Option<u32> {
+                let start = SYST::get_current();
+                let ok = f();
+                let end = SYST::get_current();
+                ok.then(|| (start.wrapping_sub(end) & 0x00FF_FFFF) * INSTRUCTIONS_PER_TICK)
+            }
+        }
+
+        pub(super) fn run() -> ! {
+            let Some(p) = cortex_m::Peripherals::take() else {
+                super::exit(false);
+            };
+            let mut syst = p.SYST;
+            syst.set_clock_source(SystClkSource::Core);
+            syst.set_reload(0x00FF_FFFF);
+            syst.clear_current();
+            syst.enable_counter();
+            // the assembly kernels against their safe twins, bit for bit
+            match polyak::arm_selftest(0x5eed) {
+                Ok(cases) => defmt::println!("selftest cases={=u32}", cases),
+                Err(kernel) => {
+                    defmt::println!("error selftest {=str} differs from its safe twin", kernel);
+                    super::exit(false);
+                }
+            }
+            // on the stack (4 MiB of RAM): the firmware's static RAM stays
+            // what the training run needs
+            let mut bufs = BenchBuffers::new();
+            bufs.fill();
+            let overhead = Ticks.time(&mut || true).unwrap_or(0);
+            defmt::println!("bench overhead={=u32}", overhead);
+            for k in kernels() {
+                match (k.run)(&mut bufs, &mut Ticks) {
+                    Some(instructions) => defmt::println!(
+                        "bench kernel={=str} units={=u32} instructions={=u32}",
+                        k.name,
+                        k.units,
+                        instructions
+                    ),
+                    None => {
+                        defmt::println!("error bench {=str} refused", k.name);
+                        super::exit(false);
+                    }
+                }
+            }
+            super::exit(true);
+        }
     }
 
     /// `stop=N` in the command line, if any.

@@ -6,6 +6,7 @@
 //! The references are written the textbook way — the recurrence or the
 //! direct sum in f64 — and never call into `polyak`.
 
+pub mod aligned;
 pub mod bounds;
 pub mod dd;
 pub mod flash;

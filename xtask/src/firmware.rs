@@ -97,17 +97,39 @@ fn firmware_dir() -> PathBuf {
 
 /// Builds the firmware for `board` and returns the ELF's path.
 pub(crate) fn build(board: Board, release: bool) -> Result<PathBuf> {
+    build_with(board, release, None)
+}
+
+/// Builds the firmware with its benchmark mode (a separate target
+/// directory, so it never replaces the demo's ELF) and returns the path.
+pub(crate) fn build_bench(board: Board) -> Result<PathBuf> {
+    build_with(board, true, Some("bench"))
+}
+
+fn build_with(board: Board, release: bool, feature: Option<&str>) -> Result<PathBuf> {
     ensure_targets(&[board.target()])?;
+    let target_dir = match feature {
+        Some(f) => firmware_dir().join("target").join(f),
+        None => firmware_dir().join("target"),
+    };
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(firmware_dir())
-        .args(["build", "--target", board.target()]);
+        .args(["build", "--target", board.target()])
+        .arg("--target-dir")
+        .arg(&target_dir);
     if release {
         c.arg("--release");
     }
-    run(&format!("build firmware for {}", board.name()), c)?;
+    if let Some(f) = feature {
+        c.args(["--features", f]);
+    }
+    let what = match feature {
+        Some(f) => format!("build firmware ({f}) for {}", board.name()),
+        None => format!("build firmware for {}", board.name()),
+    };
+    run(&what, c)?;
     let profile = if release { "release" } else { "debug" };
-    Ok(firmware_dir()
-        .join("target")
+    Ok(target_dir
         .join(board.target())
         .join(profile)
         .join("polyak-firmware-example"))

@@ -8,6 +8,7 @@
 //!                            and the QEMU end-to-end bit-exactness test
 //! ```
 
+mod bench;
 mod e2e;
 mod firmware;
 mod size;
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
         Some("size") => size::size(),
+        Some("bench") => bench::bench(),
         Some("demo") => match args.get(1).map(|b| Board::parse(b)) {
             None => demo(Board::Mps2An386),
             Some(Some(board)) => demo(board),
@@ -174,6 +176,28 @@ fn test() -> Result {
         "warnings",
     ]);
     run("cargo clippy (firmware, thumbv7em)", c)?;
+    // the assembly kernels exist on thumbv7em only
+    let mut c = cargo();
+    c.args([
+        "clippy",
+        "--release",
+        "-p",
+        "polyak",
+        "--target",
+        Board::Mps2An386.target(),
+    ])
+    .args(["--", "-D", "warnings"]);
+    run("cargo clippy (polyak, thumbv7em: the assembly kernels)", c)?;
+    let mut c = cargo();
+    c.args([
+        "clippy",
+        "--release",
+        "--manifest-path",
+        "firmware-example/Cargo.toml",
+    ])
+    .args(["--features", "bench", "--target", Board::Mps2An386.target()])
+    .args(["--", "-D", "warnings"]);
+    run("cargo clippy (firmware with its benchmark mode)", c)?;
 
     // Every public entry point, linked for Cortex-M4F with a panic handler
     // that cannot be linked: a panic path anywhere is a link error.
@@ -227,6 +251,11 @@ fn test() -> Result {
             ));
         }
     }
+    // Instructions per element on the Cortex-M4F, deterministic under
+    // -icount: the budgets are asserted, and the assembly kernels are
+    // compared with their safe twins bit for bit.
+    eprintln!("\n== instruction counts on {}", Board::Mps2An386.name());
+    bench::report(&bench::measure()?)?;
     eprintln!("\nxtask test: all checks passed");
     Ok(())
 }

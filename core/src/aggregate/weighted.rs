@@ -119,8 +119,18 @@ impl WeightedAcc for CompF32 {
     }
 }
 
+/// The assembly multiply-accumulates (weights the instructions take).
+#[cfg(polyak_m4f)]
+fn mac15(acc: &mut [I49F15], x: &[Q15], w: u32) -> usize {
+    u16::try_from(w).map_or(0, |w| crate::kernel::arm::mac_q15(acc, x, w))
+}
+#[cfg(polyak_m4f)]
+fn mac31(acc: &mut [I33F31], x: &[Q31], w: u32) -> usize {
+    crate::kernel::arm::mac_q31(acc, x, w)
+}
+
 macro_rules! fixed_weighted {
-    ($acc:ty, $param:ty, $bits:ty) => {
+    ($acc:ty, $param:ty, $bits:ty, $mac:ident) => {
         /// Fixed-point models, `u32` weights (example counts): `Σ w·x` is
         /// exact in i64 and the quotient is rounded once.
         ///
@@ -143,6 +153,14 @@ macro_rules! fixed_weighted {
                 Ok(t)
             }
             fn fold(acc: &mut [$acc], model: &[$param], w: u32) {
+                #[cfg(polyak_m4f)]
+                let (acc, model) = {
+                    let done = $mac(acc, model, w);
+                    (
+                        acc.get_mut(done..).unwrap_or(&mut []),
+                        model.get(done..).unwrap_or(&[]),
+                    )
+                };
                 let w = i64::from(w);
                 for (a, x) in acc.iter_mut().zip(model) {
                     *a = <$acc>::from_bits(a.to_bits() + w * i64::from(x.to_bits()));
@@ -163,8 +181,8 @@ macro_rules! fixed_weighted {
     };
 }
 
-fixed_weighted!(I49F15, Q15, i16);
-fixed_weighted!(I33F31, Q31, i32);
+fixed_weighted!(I49F15, Q15, i16, mac15);
+fixed_weighted!(I33F31, Q31, i32, mac31);
 
 /// A weighted average of models folded in one at a time, in caller
 /// storage: FedAvg (weights = example counts), a uniform soup

@@ -11,6 +11,14 @@ use crate::num::{Round, two_sum};
 
 /// Plain f32: `s ← fl(s + fl(α·fl(x − s)))`.
 pub(crate) fn plain_f32(s: &mut [f32], x: &[f32], alpha: f32) {
+    #[cfg(polyak_m4f)]
+    let (s, x) = {
+        let done = super::arm::ema_f32(s, x, alpha);
+        (
+            s.get_mut(done..).unwrap_or(&mut []),
+            x.get(done..).unwrap_or(&[]),
+        )
+    };
     for (s, &x) in s.iter_mut().zip(x) {
         *s += alpha * (x - *s);
     }

@@ -74,6 +74,17 @@ pub(crate) fn weighted_fixed<T: Copy>(
 /// ends (`t = 0` gives `a`, `t = 1` gives `b`, bit for bit), and `1 − t` is exact for
 /// `t ∈ [1/2, 1]`.
 pub(crate) fn lerp_f32(a: &[f32], b: &[f32], t: f32, out: &mut [f32]) {
+    // Start the vector loop on a cache line of `out` (a layer of a layout
+    // rarely starts on one): the few elements before it go one by one.
+    let head = out.as_ptr().align_offset(64).min(out.len());
+    let (a0, a1) = a.split_at(head.min(a.len()));
+    let (b0, b1) = b.split_at(head.min(b.len()));
+    let (o0, o1) = out.split_at_mut(head);
+    lerp_f32_body(a0, b0, t, o0);
+    lerp_f32_body(a1, b1, t, o1);
+}
+
+fn lerp_f32_body(a: &[f32], b: &[f32], t: f32, out: &mut [f32]) {
     let triples = out.iter_mut().zip(a.iter().zip(b));
     // The ends are copies: the formulas below would turn −0.0 into +0.0.
     if t == 0.0 {

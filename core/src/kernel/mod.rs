@@ -5,6 +5,8 @@
 //! the work, never index out of bounds), and contains nothing but arithmetic.
 //! Bookkeeping (validation, counters, modes) lives in the averager types.
 
+#[cfg(polyak_m4f)]
+pub(crate) mod arm;
 pub(crate) mod ema;
 pub(crate) mod merge;
 pub(crate) mod swa;

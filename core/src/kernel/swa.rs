@@ -33,6 +33,14 @@ pub(crate) fn mean_comp(acc: &[CompF32], n: f32, out: &mut [f32]) {
 
 /// `acc[i] += x[i]`, exact (the caller bounds the count so it cannot overflow).
 pub(crate) fn add_q15(acc: &mut [I49F15], x: &[I1F15]) {
+    #[cfg(polyak_m4f)]
+    let (acc, x) = {
+        let done = super::arm::mac_q15(acc, x, 1);
+        (
+            acc.get_mut(done..).unwrap_or(&mut []),
+            x.get(done..).unwrap_or(&[]),
+        )
+    };
     for (a, x) in acc.iter_mut().zip(x) {
         *a = I49F15::from_bits(a.to_bits() + i64::from(x.to_bits()));
     }
@@ -40,6 +48,14 @@ pub(crate) fn add_q15(acc: &mut [I49F15], x: &[I1F15]) {
 
 /// `acc[i] += x[i]`, exact (the caller bounds the count so it cannot overflow).
 pub(crate) fn add_q31(acc: &mut [I33F31], x: &[I1F31]) {
+    #[cfg(polyak_m4f)]
+    let (acc, x) = {
+        let done = super::arm::mac_q31(acc, x, 1);
+        (
+            acc.get_mut(done..).unwrap_or(&mut []),
+            x.get(done..).unwrap_or(&[]),
+        )
+    };
     for (a, x) in acc.iter_mut().zip(x) {
         *a = I33F31::from_bits(a.to_bits() + i64::from(x.to_bits()));
     }

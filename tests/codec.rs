@@ -665,3 +665,79 @@ fn naswa_and_posthoc_configurations_must_match() {
     same.decode(&rec).unwrap();
     assert_eq!(same.snapshots(), 1);
 }
+
+proptest! {
+    #![proptest_config(config(64))]
+
+    /// The aggregators' states round-trip and keep computing the same bits.
+    #[test]
+    fn aggregator_states_round_trip(xf in f32_steps(), xq in q15_steps(), ws in prop::collection::vec(0.0f32..4.0, 40)) {
+        use polyak::aggregate::{DualAveraging, Fisher, FisherAcc, TaskArithmetic, WeightedAverage};
+        let n = xf[0].len();
+        let base = vec![0.5f32; n];
+        let (mut a, mut b) = (WeightedAverage::new(vec![CompF32::ZERO; n]), WeightedAverage::new(vec![CompF32::ZERO; n]));
+        let (mut t, mut u) = (TaskArithmetic::new(vec![CompF32::ZERO; n]), TaskArithmetic::new(vec![CompF32::ZERO; n]));
+        let (mut d, mut e) = (DualAveraging::new(vec![CompF32::ZERO; n]), DualAveraging::new(vec![CompF32::ZERO; n]));
+        let (mut f, mut g) = (Fisher::new(vec![FisherAcc::ZERO; n], 1e-3).unwrap(), Fisher::new(vec![FisherAcc::ZERO; n], 1e-3).unwrap());
+        // moderate values: the guards of the products stay far off
+        let xs: Vec<Vec<f32>> = xf.iter().map(|v| v.iter().map(|x| x.clamp(-1e6, 1e6)).collect()).collect();
+        for (x, &w) in xs.iter().zip(&ws) {
+            a.fold(x, w).unwrap();
+            t.fold(x, &base, w - 2.0).unwrap();
+            d.add(x).unwrap();
+            f.fold(x, &vec![w; n]).unwrap();
+        }
+        b.decode(&encode(&a)).unwrap();
+        u.decode(&encode(&t)).unwrap();
+        e.decode(&encode(&d)).unwrap();
+        g.decode(&encode(&f)).unwrap();
+        prop_assert_eq!(state(&a), state(&b));
+        prop_assert_eq!(state(&t), state(&u));
+        prop_assert_eq!(state(&d), state(&e));
+        prop_assert_eq!(state(&f), state(&g));
+        for (x, &w) in xs.iter().zip(&ws) {
+            a.fold(x, w).unwrap();
+            b.fold(x, w).unwrap();
+            f.fold(x, &vec![w; n]).unwrap();
+            g.fold(x, &vec![w; n]).unwrap();
+        }
+        prop_assert_eq!(state(&a), state(&b));
+        prop_assert_eq!(state(&f), state(&g));
+        // fixed point
+        let m = xq[0].len();
+        let (mut p, mut q) = (WeightedAverage::new(vec![I49F15::ZERO; m]), WeightedAverage::new(vec![I49F15::ZERO; m]));
+        let (mut r, mut s) = (TaskArithmetic::<i64, _>::new(vec![0i64; m]), TaskArithmetic::<i64, _>::new(vec![0i64; m]));
+        for (k, x) in xq.iter().enumerate() {
+            p.fold(x, k as u32 * 7).unwrap();
+            r.fold(x, &vec![Q15::ZERO; m], polyak::I16F16::from_bits(k as i32 * 1000 - 5000)).unwrap();
+        }
+        q.decode(&encode(&p)).unwrap();
+        s.decode(&encode(&r)).unwrap();
+        prop_assert_eq!(state(&p), state(&q));
+        prop_assert_eq!(state(&r), state(&s));
+    }
+}
+
+/// Aggregator records that could not have been reached are refused.
+#[test]
+fn impossible_aggregator_states_are_refused() {
+    use polyak::aggregate::{Fisher, FisherAcc, WeightedAverage};
+    let mut a = WeightedAverage::new(vec![I49F15::ZERO; 1]);
+    a.fold(&[Q15::MAX], 2).unwrap();
+    let rec = encode(&a);
+    // header 24, models 4, total 8, then the sum: 2·(2¹⁵ − 1) is possible,
+    // 3·2¹⁵ is not
+    let mut bad = rec.clone();
+    bad[36..44].copy_from_slice(&(3i64 << 15).to_le_bytes());
+    fix_crc(&mut bad);
+    let mut dst = WeightedAverage::new(vec![I49F15::ZERO; 1]);
+    refused(&mut dst, &bad, Error::InvalidState);
+    let mut bad = rec.clone();
+    bad[28..36].copy_from_slice(&(1u64 << 33).to_le_bytes());
+    fix_crc(&mut bad);
+    refused(&mut dst, &bad, Error::InvalidState);
+    let mut f = Fisher::new(vec![FisherAcc::ZERO; 1], 1e-3).unwrap();
+    f.fold(&[1.0], &[1.0]).unwrap();
+    let mut other = Fisher::new(vec![FisherAcc::ZERO; 1], 1e-2).unwrap();
+    refused(&mut other, &encode(&f), Error::ConfigMismatch);
+}

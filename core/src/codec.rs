@@ -75,6 +75,14 @@ pub enum Kind {
     PostHoc = 6,
     /// A [`Naswa`](crate::naswa::Naswa) average (its SWA nested).
     Naswa = 7,
+    /// A [`WeightedAverage`](crate::aggregate::WeightedAverage).
+    WeightedAverage = 8,
+    /// A [`TaskArithmetic`](crate::aggregate::TaskArithmetic) sum.
+    TaskArithmetic = 9,
+    /// A [`DualAveraging`](crate::aggregate::DualAveraging) sum.
+    DualAveraging = 10,
+    /// A [`Fisher`](crate::aggregate::Fisher) merge.
+    Fisher = 11,
     /// Kinds from 0x80 up are free for applications (a composite state of
     /// several averagers, say); the element format is then 0 and the
     /// body's length is all in `fields`.
@@ -515,6 +523,19 @@ macro_rules! int_element {
 int_element!(I1F31, i32, 3, 4);
 int_element!(I1F15, i16, 5, 2);
 
+impl Element for i128 {
+    const FORMAT: u8 = 16;
+    const SIZE: usize = 16;
+    fn put(&self, out: &mut [u8]) {
+        for (o, b) in out.iter_mut().zip(self.to_le_bytes()) {
+            *o = b;
+        }
+    }
+    fn get(b: &[u8]) -> Option<Self> {
+        Some(i128::from_le_bytes(arr(b)?))
+    }
+}
+
 /// The Q62 shadow of Q31 input stays in `[−2⁶², (2³¹ − 1)·2³¹]`; a value
 /// outside could overflow the next step's difference.
 impl Element for I2F62 {
@@ -755,7 +776,7 @@ fn elem_size(format: u8) -> usize {
         2 | 6 | 7 | 8 | 9 => 8,
         5 => 2,
         10 => 20,
-        11 => 16,
+        11 | 13 | 16 => 16,
         12 => 24,
         _ => 0,
     }

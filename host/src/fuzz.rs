@@ -14,6 +14,7 @@
 //!   after every step against f64 reference models and the documented
 //!   bounds (a model-based test).
 
+use polyak::aggregate::{DualAveraging, Fisher, FisherAcc, TaskArithmetic, WeightedAverage};
 use polyak::codec::Persist;
 use polyak::layout::Layout;
 use polyak::moments::{MomentF32, MomentQ15, Moments};
@@ -119,6 +120,40 @@ fn decode_once(data: &[u8]) {
     if decode_into(&mut ph, data) {
         let mut sink = crate::posthoc::MemorySink::default();
         let _ = ph.update(&[Q15::from_bits(-300); 4], &mut sink);
+    }
+    let mut wa = WeightedAverage::new([CompF32::ZERO; 4]);
+    if decode_into(&mut wa, data) {
+        let _ = wa.fold(&[1.0, -1.0, 0.5, 2.0], 3.0);
+        let mut out = [0.0f32; 4];
+        if wa.finish(&mut out).is_ok() {
+            assert!(out.iter().all(|v| v.is_finite()));
+        }
+    }
+    let mut wq = WeightedAverage::new([I49F15::ZERO; 4]);
+    if decode_into(&mut wq, data) {
+        let _ = wq.fold(&[Q15::MIN; 4], 1000);
+        let _ = wq.finish(&mut [Q15::ZERO; 4]);
+    }
+    let mut ta = TaskArithmetic::new([CompF32::ZERO; 4]);
+    if decode_into(&mut ta, data) {
+        let _ = ta.fold(&[1.0; 4], &[0.0; 4], -2.0);
+        let mut out = [0.0f32; 4];
+        if ta.finish(&[0.0; 4], 1.0, &mut out).is_ok() {
+            assert!(out.iter().all(|v| v.is_finite()));
+        }
+    }
+    let mut da = DualAveraging::new([I49F15::ZERO; 4]);
+    if decode_into(&mut da, data) {
+        let _ = da.add(&[Q15::MAX; 4]);
+        let _ = da.readout(polyak::I16F16::ONE, &mut [Q15::ZERO; 4]);
+    }
+    let mut fi = Fisher::new([FisherAcc::ZERO; 4], 1e-3).expect("valid");
+    if decode_into(&mut fi, data) {
+        let _ = fi.fold(&[1.0; 4], &[2.0; 4]);
+        let mut out = [0.0f32; 4];
+        if fi.finish(&mut out).is_ok() {
+            assert!(out.iter().all(|v| v.is_finite()));
+        }
     }
     let mut mq = Moments::new([MomentQ15::ZERO; 4]);
     if decode_into(&mut mq, data) {
@@ -341,6 +376,17 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     }
     let mut buf = vec![0u8; ph.encoded_len()];
     let _ = ph.encode(&mut buf);
+    out.push(("decode", buf));
+    // aggregators mid-merge
+    let mut wa = WeightedAverage::new([CompF32::ZERO; 4]);
+    let _ = wa.fold(&[1.0, -1.0, 0.5, 2.0], 3.0);
+    let mut buf = vec![0u8; wa.encoded_len()];
+    let _ = wa.encode(&mut buf);
+    out.push(("decode", buf));
+    let mut fi = Fisher::new([FisherAcc::ZERO; 4], 1e-3).expect("valid");
+    let _ = fi.fold(&[1.0, -1.0, 0.5, 2.0], &[1.0, 2.0, 0.0, 4.0]);
+    let mut buf = vec![0u8; fi.encoded_len()];
+    let _ = fi.encode(&mut buf);
     out.push(("decode", buf));
     out
 }

@@ -4,7 +4,8 @@
 use core::num::NonZeroU64;
 
 use super::sealed::Sealed;
-use crate::ema::check_len;
+use crate::codec::{ByteSink, ByteSource, Decoder, Encoder, Header, Kind, Persist};
+use crate::ema::{check_len, len_u32};
 use crate::format::CompF32;
 use crate::num::div_round_i128;
 use crate::swa::SwaAccumulator;
@@ -213,5 +214,52 @@ impl<A: DualAcc, S: AsRef<[A]> + AsMut<[A]>> DualAveraging<A, S> {
     pub fn reset(&mut self) {
         self.z.as_mut().fill(A::ZERO);
         self.count = 0;
+    }
+}
+
+/// The dual-averaging sum and its count (each sum checked against the
+/// count on decode).
+impl<A: DualAcc, S: AsRef<[A]> + AsMut<[A]>> Persist for DualAveraging<A, S> {
+    fn header(&self) -> Header {
+        Header {
+            kind: Kind::DualAveraging as u8,
+            format: A::FORMAT,
+            len: len_u32(self.z.as_ref().len()),
+            layout: 0,
+            fields: 4,
+            members: 1,
+        }
+    }
+
+    fn encode_body<W: ByteSink>(&self, enc: &mut Encoder<'_, W>) -> Result<(), Error> {
+        enc.u32(self.count)?;
+        for a in self.z.as_ref() {
+            enc.elem(a)?;
+        }
+        Ok(())
+    }
+
+    fn decode_body<R: ByteSource>(
+        &mut self,
+        dec: &mut Decoder<'_, R>,
+        apply: bool,
+    ) -> Result<(), Error> {
+        let count = dec.u32()?;
+        if count > A::MAX_COUNT {
+            return Err(Error::InvalidState);
+        }
+        for slot in self.z.as_mut() {
+            let v = dec.elem::<A>()?;
+            if !v.valid_for(count) {
+                return Err(Error::InvalidState);
+            }
+            if apply {
+                *slot = v;
+            }
+        }
+        if apply {
+            self.count = count;
+        }
+        Ok(())
     }
 }

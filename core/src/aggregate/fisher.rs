@@ -2,7 +2,8 @@
 //! the diagonal Laplace / uncertainty-weighted form).
 
 use super::weighted::{F32_MASS_LIMIT, max_abs};
-use crate::ema::check_len;
+use crate::codec::{ByteSink, ByteSource, Decoder, Element, Encoder, Header, Kind, Persist};
+use crate::ema::{check_len, len_u32};
 use crate::format::{CompF32, check_f32};
 use crate::kernel::swa::comp_add;
 use crate::{Error, F32_LIMIT};
@@ -25,10 +26,11 @@ impl FisherAcc {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 enum Mode {
-    Empty,
-    Fisher,
-    Precision,
+    Empty = 0,
+    Fisher = 1,
+    Precision = 2,
 }
 
 /// Per-element weighted merging with a weight for every parameter of every
@@ -284,5 +286,84 @@ fn shift_index(e: Error, by: usize) -> Error {
         Error::NonFinite { index } => Error::NonFinite { index: index + by },
         Error::OutOfRange { index } => Error::OutOfRange { index: index + by },
         other => other,
+    }
+}
+
+impl Element for FisherAcc {
+    const FORMAT: u8 = 13;
+    const SIZE: usize = 16;
+    fn put(&self, out: &mut [u8]) {
+        let (lo, hi) = out.split_at_mut(8.min(out.len()));
+        self.num.put(lo);
+        self.den.put(hi);
+    }
+    fn get(b: &[u8]) -> Option<Self> {
+        let num = CompF32::get(b.get(..8)?)?;
+        let den = CompF32::get(b.get(8..16)?)?;
+        (den.hi() >= 0.0).then_some(Self { num, den })
+    }
+}
+
+/// A Fisher merge's state: the sums, the form (Fisher or precision), the
+/// overflow guard and the model count; the floor must match
+/// ([`Error::ConfigMismatch`]). Decoding refuses sums the guard excludes.
+impl<S: AsRef<[FisherAcc]> + AsMut<[FisherAcc]>> Persist for Fisher<S> {
+    fn header(&self) -> Header {
+        Header {
+            kind: Kind::Fisher as u8,
+            format: FisherAcc::FORMAT,
+            len: len_u32(self.len()),
+            layout: 0,
+            fields: 4 + 1 + 4 + 8,
+            members: 1,
+        }
+    }
+
+    fn encode_body<W: ByteSink>(&self, enc: &mut Encoder<'_, W>) -> Result<(), Error> {
+        enc.f32(self.floor)?;
+        enc.u8(self.mode as u8)?;
+        enc.u32(self.models)?;
+        enc.u64(self.mass.to_bits())?;
+        for a in self.acc.as_ref() {
+            enc.elem(a)?;
+        }
+        Ok(())
+    }
+
+    fn decode_body<R: ByteSource>(
+        &mut self,
+        dec: &mut Decoder<'_, R>,
+        apply: bool,
+    ) -> Result<(), Error> {
+        if dec.f32()?.to_bits() != self.floor.to_bits() {
+            return Err(Error::ConfigMismatch);
+        }
+        let mode = match dec.u8()? {
+            0 => Mode::Empty,
+            1 => Mode::Fisher,
+            2 => Mode::Precision,
+            _ => return Err(Error::InvalidState),
+        };
+        let models = dec.u32()?;
+        let mass = f64::from_bits(dec.u64()?);
+        if !(0.0..=F32_MASS_LIMIT).contains(&mass) || (models == 0) != (mode == Mode::Empty) {
+            return Err(Error::InvalidState);
+        }
+        for slot in self.acc.as_mut() {
+            let v = dec.elem::<FisherAcc>()?;
+            let bound = mass * (1.0 + 1e-6) + 1e-30;
+            if f64::from(v.num.value().abs()) > bound || f64::from(v.den.value()) > bound {
+                return Err(Error::InvalidState);
+            }
+            if apply {
+                *slot = v;
+            }
+        }
+        if apply {
+            self.mode = mode;
+            self.models = models;
+            self.mass = mass;
+        }
+        Ok(())
     }
 }

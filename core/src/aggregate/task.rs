@@ -3,7 +3,8 @@
 //! `θ_k − θ₀` from a shared base.
 
 use super::sealed::Sealed;
-use crate::ema::check_len;
+use crate::codec::{ByteSink, ByteSource, Decoder, Element, Encoder, Header, Kind, Persist};
+use crate::ema::{check_len, len_u32};
 use crate::format::{CompF32, check_f32};
 use crate::kernel::swa::comp_add;
 use crate::layout::Layout;
@@ -94,6 +95,12 @@ pub trait TaskAcc: Copy + core::fmt::Debug + Sealed {
     fn check(params: &[Self::Param]) -> Result<(), Error>;
     #[doc(hidden)]
     fn check_weight(w: Self::Weight) -> Result<(), Error>;
+    /// Whether a saved sum is possible under the guard `mass`.
+    #[doc(hidden)]
+    fn sum_valid(&self, mass: f64) -> bool;
+    /// The largest guard the sums allow.
+    #[doc(hidden)]
+    const MASS_LIMIT: f64;
 }
 
 /// f32: `fl(w'·fl(θ − θ₀))` summed in a compensated pair, with
@@ -153,6 +160,10 @@ impl TaskAcc for CompF32 {
             Err(Error::InvalidWeight { index: 0 })
         }
     }
+    fn sum_valid(&self, mass: f64) -> bool {
+        f64::from(self.value().abs()) <= mass * (1.0 + 1e-6) + 1e-30
+    }
+    const MASS_LIMIT: f64 = super::weighted::F32_MASS_LIMIT;
 }
 
 macro_rules! fixed_task {
@@ -238,6 +249,10 @@ macro_rules! fixed_task {
             fn check_weight(_: I16F16) -> Result<(), Error> {
                 Ok(())
             }
+            fn sum_valid(&self, mass: f64) -> bool {
+                (*self as f64).abs() <= mass
+            }
+            const MASS_LIMIT: f64 = $limit;
         }
     };
 }
@@ -699,6 +714,60 @@ fn kth_largest(keys: impl Iterator<Item = u32> + Clone, k: usize) -> u32 {
         mask |= 0xff << shift;
     }
     prefix
+}
+
+/// A task-arithmetic sum's state: the sums, the overflow guard and the
+/// model count (decoding refuses sums beyond the guard).
+impl<A, S> Persist for TaskArithmetic<A, S>
+where
+    A: TaskAcc + Element,
+    S: AsRef<[A]> + AsMut<[A]>,
+{
+    fn header(&self) -> Header {
+        Header {
+            kind: Kind::TaskArithmetic as u8,
+            format: A::FORMAT,
+            len: len_u32(self.len()),
+            layout: 0,
+            fields: 4 + 8,
+            members: 1,
+        }
+    }
+
+    fn encode_body<W: ByteSink>(&self, enc: &mut Encoder<'_, W>) -> Result<(), Error> {
+        enc.u32(self.models)?;
+        enc.u64(self.mass.to_bits())?;
+        for a in self.acc.as_ref() {
+            enc.elem(a)?;
+        }
+        Ok(())
+    }
+
+    fn decode_body<R: ByteSource>(
+        &mut self,
+        dec: &mut Decoder<'_, R>,
+        apply: bool,
+    ) -> Result<(), Error> {
+        let models = dec.u32()?;
+        let mass = f64::from_bits(dec.u64()?);
+        if !(0.0..=A::MASS_LIMIT).contains(&mass) {
+            return Err(Error::InvalidState);
+        }
+        for slot in self.acc.as_mut() {
+            let v = dec.elem::<A>()?;
+            if !v.sum_valid(mass) {
+                return Err(Error::InvalidState);
+            }
+            if apply {
+                *slot = v;
+            }
+        }
+        if apply {
+            self.models = models;
+            self.mass = mass;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 use core::num::NonZeroU64;
 
 use super::sealed::Sealed;
-use crate::ema::check_len;
+use crate::codec::{ByteSink, ByteSource, Decoder, Element, Encoder, Header, Kind, Persist};
+use crate::ema::{check_len, len_u32};
 use crate::format::{CompF32, check_f32};
 use crate::kernel::swa::comp_add;
 use crate::layout::Layout;
@@ -53,6 +54,17 @@ pub trait WeightedAcc: Copy + core::fmt::Debug + Sealed {
     /// Whether a value is zero (for masks).
     #[doc(hidden)]
     fn is_zero(x: &Self::Param) -> bool;
+    /// Bytes of a saved total.
+    #[doc(hidden)]
+    const TOTAL_SIZE: usize;
+    #[doc(hidden)]
+    fn put_total<W: ByteSink>(t: Self::Total, enc: &mut Encoder<'_, W>) -> Result<(), Error>;
+    /// Reads a total back, refusing one no sequence of models could give.
+    #[doc(hidden)]
+    fn get_total<R: ByteSource>(dec: &mut Decoder<'_, R>) -> Result<Self::Total, Error>;
+    /// Whether a saved sum is possible under `total`.
+    #[doc(hidden)]
+    fn sum_valid(&self, total: Self::Total) -> bool;
 }
 
 /// The f32 total: the weights' compensated sum and the mass
@@ -117,6 +129,22 @@ impl WeightedAcc for CompF32 {
     fn is_zero(x: &f32) -> bool {
         *x == 0.0
     }
+    const TOTAL_SIZE: usize = 16;
+    fn put_total<W: ByteSink>(t: F32Total, enc: &mut Encoder<'_, W>) -> Result<(), Error> {
+        enc.elem(&t.weight)?;
+        enc.u64(t.mass.to_bits())
+    }
+    fn get_total<R: ByteSource>(dec: &mut Decoder<'_, R>) -> Result<F32Total, Error> {
+        let weight = dec.elem::<CompF32>()?;
+        let mass = f64::from_bits(dec.u64()?);
+        let ok = weight.hi() >= 0.0 && (0.0..=F32_MASS_LIMIT).contains(&mass);
+        ok.then_some(F32Total { weight, mass })
+            .ok_or(Error::InvalidState)
+    }
+    // |Σ w·x| ≤ Σ w·max|x| = mass (with room for the rounding of the sums)
+    fn sum_valid(&self, total: F32Total) -> bool {
+        f64::from(self.value().abs()) <= total.mass * (1.0 + 1e-6) + 1e-30
+    }
 }
 
 /// The assembly multiply-accumulates (weights the instructions take).
@@ -176,6 +204,21 @@ macro_rules! fixed_weighted {
             }
             fn is_zero(x: &$param) -> bool {
                 x.to_bits() == 0
+            }
+            const TOTAL_SIZE: usize = 8;
+            fn put_total<W: ByteSink>(t: u64, enc: &mut Encoder<'_, W>) -> Result<(), Error> {
+                enc.u64(t)
+            }
+            fn get_total<R: ByteSource>(dec: &mut Decoder<'_, R>) -> Result<u64, Error> {
+                let t = dec.u64()?;
+                (t <= u64::from(u32::MAX))
+                    .then_some(t)
+                    .ok_or(Error::InvalidState)
+            }
+            // |Σ w·x| ≤ Σ w · 2^frac
+            fn sum_valid(&self, total: u64) -> bool {
+                let bound = i128::from(total) << (8 * size_of::<$bits>() - 1);
+                i128::from(self.to_bits()).abs() <= bound
             }
         }
     };
@@ -643,5 +686,57 @@ impl<S: AsRef<[CompF32]> + AsMut<[CompF32]>, const C: usize> VarianceCorrected<S
     pub fn reset(&mut self) {
         self.avg.reset();
         self.variance = [0.0; C];
+    }
+}
+
+/// A weighted average's state: the sums, the total (and, for f32, the
+/// overflow guard) and the model count. Decoding refuses sums the total
+/// could not give.
+impl<A, S> Persist for WeightedAverage<A, S>
+where
+    A: WeightedAcc + Element,
+    S: AsRef<[A]> + AsMut<[A]>,
+{
+    fn header(&self) -> Header {
+        Header {
+            kind: Kind::WeightedAverage as u8,
+            format: A::FORMAT,
+            len: len_u32(self.len()),
+            layout: 0,
+            fields: len_u32(4 + A::TOTAL_SIZE),
+            members: 1,
+        }
+    }
+
+    fn encode_body<W: ByteSink>(&self, enc: &mut Encoder<'_, W>) -> Result<(), Error> {
+        enc.u32(self.models)?;
+        A::put_total(self.total, enc)?;
+        for a in self.acc.as_ref() {
+            enc.elem(a)?;
+        }
+        Ok(())
+    }
+
+    fn decode_body<R: ByteSource>(
+        &mut self,
+        dec: &mut Decoder<'_, R>,
+        apply: bool,
+    ) -> Result<(), Error> {
+        let models = dec.u32()?;
+        let total = A::get_total(dec)?;
+        for slot in self.acc.as_mut() {
+            let v = dec.elem::<A>()?;
+            if !v.sum_valid(total) {
+                return Err(Error::InvalidState);
+            }
+            if apply {
+                *slot = v;
+            }
+        }
+        if apply {
+            self.models = models;
+            self.total = total;
+        }
+        Ok(())
     }
 }

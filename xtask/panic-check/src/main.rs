@@ -346,7 +346,7 @@ fn naswa<A: NormAcc>(params: &[A::Param], out: &mut [A::Param]) {
     }
 }
 
-fn weighted<A: WeightedAcc>(params: &[A::Param], out: &mut [A::Param], w: A::Weight) {
+fn weighted<A: WeightedAcc + Element>(params: &[A::Param], out: &mut [A::Param], w: A::Weight) {
     let mut avg = WeightedAverage::new([A::ZERO; N]);
     let _ = black_box(avg.fold(black_box(params), w));
     let _ = black_box(avg.fold_uniform(black_box(params)));
@@ -356,6 +356,9 @@ fn weighted<A: WeightedAcc>(params: &[A::Param], out: &mut [A::Param], w: A::Wei
         let _ = black_box(avg.finish_segments(&mut *out, &layout, black_box(&[true, false])));
     }
     black_box((avg.models(), avg.total(), avg.len()));
+    let mut bytes = [0u8; 1024];
+    let _ = black_box(avg.encode(black_box(&mut bytes[..])));
+    let _ = black_box(avg.decode(black_box(&bytes[..])));
     if let Ok(mut m) = MaskedAverage::new([A::ZERO; N], [0u32; 1]) {
         let _ = black_box(m.fold(black_box(params), w));
         let _ = black_box(m.fold(black_box(params), w));
@@ -366,7 +369,7 @@ fn weighted<A: WeightedAcc>(params: &[A::Param], out: &mut [A::Param], w: A::Wei
     avg.reset();
 }
 
-fn task<A: TaskAcc>(params: &[A::Param], out: &mut [A::Param], w: A::Weight) {
+fn task<A: TaskAcc + Element>(params: &[A::Param], out: &mut [A::Param], w: A::Weight) {
     let mut t = TaskArithmetic::new([A::ZERO; N]);
     let _ = black_box(t.fold(black_box(params), black_box(params), w));
     let drop = Drop {
@@ -376,6 +379,9 @@ fn task<A: TaskAcc>(params: &[A::Param], out: &mut [A::Param], w: A::Weight) {
     };
     let _ = black_box(t.fold_dare(black_box(params), black_box(params), w, drop));
     let _ = black_box(t.finish(black_box(params), w, black_box(&mut *out)));
+    let mut bytes = [0u8; 1024];
+    let _ = black_box(t.encode(black_box(&mut bytes[..])));
+    let _ = black_box(t.decode(black_box(&bytes[..])));
     t.reset();
 }
 
@@ -402,6 +408,9 @@ fn dual<A: DualAcc>(params: &[A::Param], out: &mut [A::Param], beta: A::Beta) {
     let _ = black_box(d.readout(beta, black_box(&mut *out)));
     let _ = black_box(d.mean_into(black_box(&mut *out)));
     black_box((d.count(), d.sum().len()));
+    let mut bytes = [0u8; 1024];
+    let _ = black_box(d.encode(black_box(&mut bytes[..])));
+    let _ = black_box(d.decode(black_box(&bytes[..])));
     d.reset();
 }
 
@@ -623,6 +632,8 @@ fn main() -> ! {
             f.reset();
             let _ = black_box(f.fold_delta(&pf, black_box(&pf), black_box(&pf)));
             let _ = black_box(f.finish_delta(&pf, black_box(&pf), &mut of));
+            let _ = black_box(f.encode(black_box(&mut bytes[..])));
+            let _ = black_box(f.decode(black_box(&bytes[..])));
         }
         if let Ok(mut p) = Participation::<4>::new(black_box(8)) {
             let _ = black_box(p.record_round(black_box(&[0, 2])));

@@ -576,7 +576,7 @@ impl EmaShadow for I1F31 {
     fn step(shadow: &mut [I1F31], params: &[Q15], alpha: U1F31, rounding: Rounding, rng: &mut u32) {
         let a = i64::from(alpha.to_bits());
         match rounding {
-            Rounding::NearestEven => k::q15_wide(shadow, params, a, &mut Nearest),
+            Rounding::NearestEven => k::q15_wide_nearest(shadow, params, a),
             Rounding::Stochastic { .. } => {
                 k::q15_wide(shadow, params, a, &mut Stochastic(seeded(rng)))
             }

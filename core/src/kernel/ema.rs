@@ -53,6 +53,17 @@ pub(crate) fn q15_wide_step(s: i32, x: i16, alpha: i64, r: &mut impl Round) -> i
     (i64::from(s) + delta) as i32
 }
 
+/// Q15 input, Q31 shadow, nearest-even (the assembly loop on the
+/// Cortex-M4F).
+pub(crate) fn q15_wide_nearest(s: &mut [I1F31], x: &[I1F15], alpha: i64) {
+    // α is a checked Q31 coefficient in (0, 2³¹]: the assembly takes every
+    // element (it refuses only an α beyond 2³¹, which cannot reach here)
+    #[cfg(polyak_m4f)]
+    super::arm::ema_q15_wide(s, x, alpha as u32);
+    #[cfg(not(polyak_m4f))]
+    q15_wide(s, x, alpha, &mut crate::num::Nearest);
+}
+
 /// Q15 input, Q31 (I1F31) shadow.
 pub(crate) fn q15_wide(s: &mut [I1F31], x: &[I1F15], alpha: i64, r: &mut impl Round) {
     for (s, x) in s.iter_mut().zip(x) {

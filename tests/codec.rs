@@ -741,3 +741,85 @@ fn impossible_aggregator_states_are_refused() {
     let mut other = Fisher::new(vec![FisherAcc::ZERO; 1], 1e-2).unwrap();
     refused(&mut other, &encode(&f), Error::ConfigMismatch);
 }
+
+/// TIES, sparse-soup, participation and variance-corrected states
+/// round-trip and keep computing the same bits; impossible ones are refused.
+#[test]
+fn more_aggregator_states_round_trip() {
+    use polyak::aggregate::{MaskedAverage, Participation, Ties, TiesAcc, VarianceCorrected};
+    let base = [0.0f32; 3];
+    let models = [[0.5f32, -0.25, 0.0], [1.0, -0.5, 0.0], [-0.25, 0.75, 0.0]];
+    let (mut a, mut b) = (
+        Ties::new(vec![TiesAcc::default(); 3]),
+        Ties::new(vec![TiesAcc::default(); 3]),
+    );
+    let (mut m, mut n) = (
+        MaskedAverage::new(vec![CompF32::ZERO; 3], vec![0u32; 1]).unwrap(),
+        MaskedAverage::new(vec![CompF32::ZERO; 3], vec![0u32; 1]).unwrap(),
+    );
+    let layout = Layout::<1>::single("w", 3).unwrap();
+    let (mut v, mut w) = (
+        VarianceCorrected::new(vec![CompF32::ZERO; 3], layout.clone()).unwrap(),
+        VarianceCorrected::new(vec![CompF32::ZERO; 3], layout.clone()).unwrap(),
+    );
+    for x in &models[..2] {
+        a.fold(x, &base, 0.7).unwrap();
+        m.fold(x, 2.0).unwrap();
+        v.fold(x).unwrap();
+    }
+    b.decode(&encode(&a)).unwrap();
+    n.decode(&encode(&m)).unwrap();
+    w.decode(&encode(&v)).unwrap();
+    assert_eq!(state(&a), state(&b));
+    assert_eq!(state(&m), state(&n));
+    assert_eq!(state(&v), state(&w));
+    a.fold(&models[2], &base, 0.7).unwrap();
+    b.fold(&models[2], &base, 0.7).unwrap();
+    assert_eq!(state(&a), state(&b));
+    // the third model has the same zeros: both take it, alike
+    assert_eq!(m.fold(&models[2], 1.0), n.fold(&models[2], 1.0));
+    assert_eq!(state(&m), state(&n));
+    // a TIES count beyond the models is refused
+    let rec = encode(&a);
+    let mut bad = rec.clone();
+    bad[24..28].copy_from_slice(&1u32.to_le_bytes()); // models = 1 < counts
+    fix_crc(&mut bad);
+    refused(
+        &mut Ties::<f32, _>::new(vec![TiesAcc::default(); 3]),
+        &bad,
+        Error::InvalidState,
+    );
+    // a mask bit past the last element is refused
+    let rec = encode(&m);
+    let mut bad = rec.clone();
+    let k = bad.len() - 8;
+    bad[k..k + 4].copy_from_slice(&0xffff_ffffu32.to_le_bytes());
+    fix_crc(&mut bad);
+    refused(
+        &mut MaskedAverage::new(vec![CompF32::ZERO; 3], vec![0u32; 1]).unwrap(),
+        &bad,
+        Error::InvalidState,
+    );
+
+    let mut p: Participation<3> = Participation::new(8).unwrap();
+    for who in [&[0usize, 2][..], &[1], &[0], &[0, 1, 2]] {
+        p.record_round(who).unwrap();
+    }
+    let mut q: Participation<3> = Participation::new(8).unwrap();
+    q.decode(&encode(&p)).unwrap();
+    assert_eq!(state(&p), state(&q));
+    refused(
+        &mut Participation::<3>::new(9).unwrap(),
+        &encode(&p),
+        Error::ConfigMismatch,
+    );
+    let mut bad = encode(&p);
+    // client 0's summed intervals (after cutoff 4, rounds 8, since 4) set past seen·cutoff
+    bad[40..48].copy_from_slice(&1000u64.to_le_bytes());
+    fix_crc(&mut bad);
+    refused(
+        &mut Participation::<3>::new(8).unwrap(),
+        &bad,
+        Error::InvalidState,
+    );
+}

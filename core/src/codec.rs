@@ -83,6 +83,15 @@ pub enum Kind {
     DualAveraging = 10,
     /// A [`Fisher`](crate::aggregate::Fisher) merge.
     Fisher = 11,
+    /// A [`Ties`](crate::aggregate::Ties) merge.
+    Ties = 12,
+    /// A [`MaskedAverage`](crate::aggregate::MaskedAverage) (its average
+    /// nested, then the mask).
+    MaskedAverage = 13,
+    /// A [`Participation`](crate::aggregate::Participation) history.
+    Participation = 14,
+    /// A `VarianceCorrected` average (its average nested; feature `libm`).
+    VarianceCorrected = 15,
     /// Kinds from 0x80 up are free for applications (a composite state of
     /// several averagers, say); the element format is then 0 and the
     /// body's length is all in `fields`.
@@ -777,7 +786,7 @@ fn elem_size(format: u8) -> usize {
         5 => 2,
         10 => 20,
         11 | 13 | 16 => 16,
-        12 => 24,
+        12 | 14 | 15 => 24,
         _ => 0,
     }
 }

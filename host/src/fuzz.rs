@@ -14,7 +14,9 @@
 //!   after every step against f64 reference models and the documented
 //!   bounds (a model-based test).
 
-use polyak::aggregate::{DualAveraging, Fisher, FisherAcc, TaskArithmetic, WeightedAverage};
+use polyak::aggregate::{
+    DualAveraging, Fisher, FisherAcc, Participation, TaskArithmetic, Ties, TiesAcc, WeightedAverage,
+};
 use polyak::codec::Persist;
 use polyak::layout::Layout;
 use polyak::moments::{MomentF32, MomentQ15, Moments};
@@ -153,6 +155,22 @@ fn decode_once(data: &[u8]) {
         let mut out = [0.0f32; 4];
         if fi.finish(&mut out).is_ok() {
             assert!(out.iter().all(|v| v.is_finite()));
+        }
+    }
+    let mut ti = Ties::new([TiesAcc::<CompF32>::default(); 4]);
+    if decode_into(&mut ti, data) {
+        let _ = ti.fold(&[1.0, -1.0, 0.5, 2.0], &[0.0; 4], 0.5);
+        let mut out = [0.0f32; 4];
+        if ti.finish(&[0.0; 4], 1.0, &mut out).is_ok() {
+            assert!(out.iter().all(|v| v.is_finite()));
+        }
+    }
+    let mut pa: Participation<4> = Participation::new(8).expect("valid");
+    if decode_into(&mut pa, data) {
+        let _ = pa.record_round(&[0, 3]);
+        for c in 0..4 {
+            let w = pa.weight(c).expect("a client");
+            assert!(w.is_finite() && w >= 1.0);
         }
     }
     let mut mq = Moments::new([MomentQ15::ZERO; 4]);

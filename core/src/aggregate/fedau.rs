@@ -2,6 +2,8 @@
 //! "A Lightweight Method for Tackling Unknown Participation Statistics in
 //! Federated Averaging", 2024).
 
+use crate::codec::{ByteSink, ByteSource, Decoder, Encoder, Header, Kind, Persist};
+use crate::ema::len_u32;
 use crate::{Error, I16F16};
 
 /// Per-client online estimates of the participation interval, in fixed
@@ -137,5 +139,66 @@ impl<const C: usize> Participation<C> {
             cutoff: self.cutoff,
             rounds: 0,
         };
+    }
+}
+
+/// The participation history: per client the rounds since it last took
+/// part, its summed intervals and how many it completed, and the round
+/// count; the cutoff must match ([`Error::ConfigMismatch`]). Decoding
+/// refuses a history no sequence of rounds could give.
+impl<const C: usize> Persist for Participation<C> {
+    fn header(&self) -> Header {
+        Header {
+            kind: Kind::Participation as u8,
+            format: 0,
+            len: len_u32(C),
+            layout: 0,
+            fields: len_u32(4 + 8 + 16 * C),
+            members: 1,
+        }
+    }
+
+    fn encode_body<W: ByteSink>(&self, enc: &mut Encoder<'_, W>) -> Result<(), Error> {
+        enc.u32(self.cutoff)?;
+        enc.u64(self.rounds)?;
+        for ((since, sum), seen) in self.since.iter().zip(&self.sum).zip(&self.seen) {
+            enc.u32(*since)?;
+            enc.u64(*sum)?;
+            enc.u32(*seen)?;
+        }
+        Ok(())
+    }
+
+    fn decode_body<R: ByteSource>(
+        &mut self,
+        dec: &mut Decoder<'_, R>,
+        apply: bool,
+    ) -> Result<(), Error> {
+        if dec.u32()? != self.cutoff {
+            return Err(Error::ConfigMismatch);
+        }
+        let rounds = dec.u64()?;
+        for ((since, sum), seen) in self
+            .since
+            .iter_mut()
+            .zip(self.sum.iter_mut())
+            .zip(self.seen.iter_mut())
+        {
+            let (s, t, n) = (dec.u32()?, dec.u64()?, dec.u32()?);
+            let possible = u64::from(s) <= rounds
+                && u64::from(n) <= rounds
+                && t <= u64::from(n).saturating_mul(u64::from(self.cutoff))
+                && t >= u64::from(n);
+            if !possible {
+                return Err(Error::InvalidState);
+            }
+            if apply {
+                (*since, *sum, *seen) = (s, t, n);
+            }
+        }
+        if apply {
+            self.rounds = rounds;
+        }
+        Ok(())
     }
 }

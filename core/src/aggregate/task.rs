@@ -770,6 +770,122 @@ where
     }
 }
 
+macro_rules! ties_element {
+    ($sum:ty, $fmt:expr, $unit:expr) => {
+        impl Element for TiesAcc<$sum> {
+            const FORMAT: u8 = $fmt;
+            const SIZE: usize = 24;
+            fn put(&self, out: &mut [u8]) {
+                let (a, rest) = out.split_at_mut(8.min(out.len()));
+                let (b, c) = rest.split_at_mut(8.min(rest.len()));
+                self.pos.put(a);
+                self.neg.put(b);
+                for (o, v) in c.iter_mut().zip(
+                    self.npos
+                        .to_le_bytes()
+                        .into_iter()
+                        .chain(self.nneg.to_le_bytes()),
+                ) {
+                    *o = v;
+                }
+            }
+            fn get(b: &[u8]) -> Option<Self> {
+                let pos = <$sum>::get(b.get(..8)?)?;
+                let neg = <$sum>::get(b.get(8..16)?)?;
+                let npos = u32::from_le_bytes(b.get(16..20)?.try_into().ok()?);
+                let nneg = u32::from_le_bytes(b.get(20..24)?.try_into().ok()?);
+                // the positive sum of npos values, the negative of nneg
+                let (p, q) = (ties_value(pos), ties_value(neg));
+                let ok = p >= 0.0
+                    && q <= 0.0
+                    && p <= f64::from(npos) * $unit
+                    && -q <= f64::from(nneg) * $unit;
+                ok.then_some(Self {
+                    pos,
+                    neg,
+                    npos,
+                    nneg,
+                })
+            }
+        }
+    };
+}
+
+fn ties_value<T: TiesSum>(v: T) -> f64 {
+    v.as_f64()
+}
+
+/// A TIES sum as a number (for the decoder's range checks).
+trait TiesSum: Copy {
+    fn as_f64(self) -> f64;
+}
+impl TiesSum for CompF32 {
+    fn as_f64(self) -> f64 {
+        self.to_f64()
+    }
+}
+impl TiesSum for i64 {
+    fn as_f64(self) -> f64 {
+        self as f64
+    }
+}
+
+// f32: each value is a difference of two inputs, |d| ≤ 2¹⁰¹; Q15: |d| < 2¹⁶
+ties_element!(CompF32, 14, 2.535_301_200_456_459e30);
+ties_element!(i64, 15, 65_536.0);
+
+/// A TIES merge's state: per element the two sums and counts, and the
+/// model count (each element's counts at most the models).
+impl<T, S> Persist for Ties<T, S>
+where
+    T: TiesElem,
+    TiesAcc<T::Sum>: Element,
+    S: AsRef<[TiesAcc<T::Sum>]> + AsMut<[TiesAcc<T::Sum>]>,
+{
+    fn header(&self) -> Header {
+        Header {
+            kind: Kind::Ties as u8,
+            format: <TiesAcc<T::Sum> as Element>::FORMAT,
+            len: len_u32(self.len()),
+            layout: 0,
+            fields: 4,
+            members: 1,
+        }
+    }
+
+    fn encode_body<W: ByteSink>(&self, enc: &mut Encoder<'_, W>) -> Result<(), Error> {
+        enc.u32(self.models)?;
+        for a in self.acc.as_ref() {
+            enc.elem(a)?;
+        }
+        Ok(())
+    }
+
+    fn decode_body<R: ByteSource>(
+        &mut self,
+        dec: &mut Decoder<'_, R>,
+        apply: bool,
+    ) -> Result<(), Error> {
+        let models = dec.u32()?;
+        if models > 1 << 24 {
+            return Err(Error::InvalidState);
+        }
+        for slot in self.acc.as_mut() {
+            let v = dec.elem::<TiesAcc<T::Sum>>()?;
+            if u64::from(v.npos) + u64::from(v.nneg) > u64::from(models) {
+                return Err(Error::InvalidState);
+            }
+            if apply {
+                *slot = v;
+            }
+        }
+        if apply {
+            self.models = models;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,9 @@
 use core::num::NonZeroU64;
 
 use super::sealed::Sealed;
-use crate::codec::{ByteSink, ByteSource, Decoder, Element, Encoder, Header, Kind, Persist};
+use crate::codec::{
+    ByteSink, ByteSource, Decoder, Element, Encoder, Header, Kind, Persist, nested_len,
+};
 use crate::ema::{check_len, len_u32};
 use crate::format::{CompF32, check_f32};
 use crate::kernel::swa::comp_add;
@@ -736,6 +738,105 @@ where
         if apply {
             self.models = models;
             self.total = total;
+        }
+        Ok(())
+    }
+}
+
+/// A sparse soup's state: its average (nested) and the mask words, which
+/// may only have bits for existing elements.
+impl<A, S, M> Persist for MaskedAverage<A, S, M>
+where
+    A: WeightedAcc + Element,
+    S: AsRef<[A]> + AsMut<[A]>,
+    M: AsRef<[u32]> + AsMut<[u32]>,
+{
+    fn header(&self) -> Header {
+        let words = self.mask.as_ref().len();
+        Header {
+            kind: Kind::MaskedAverage as u8,
+            format: 0,
+            len: len_u32(self.avg.len()),
+            layout: 0,
+            fields: len_u32(nested_len(&self.avg) + 4 * words),
+            members: 1,
+        }
+    }
+
+    fn encode_body<W: ByteSink>(&self, enc: &mut Encoder<'_, W>) -> Result<(), Error> {
+        enc.nested(&self.avg)?;
+        for &w in self.mask.as_ref() {
+            enc.u32(w)?;
+        }
+        Ok(())
+    }
+
+    // `decode_from` checks the whole record (apply = false) before it
+    // applies anything, so the order of the parts does not matter here
+    fn decode_body<R: ByteSource>(
+        &mut self,
+        dec: &mut Decoder<'_, R>,
+        apply: bool,
+    ) -> Result<(), Error> {
+        let n = self.avg.len();
+        dec.nested_into(&mut self.avg, apply)?;
+        for (k, slot) in self.mask.as_mut().iter_mut().enumerate() {
+            let w = dec.u32()?;
+            // bits past the last element must be clear
+            let valid = match n.saturating_sub(32 * k) {
+                0 => 0,
+                m if m >= 32 => u32::MAX,
+                m => (1u32 << m) - 1,
+            };
+            if w & !valid != 0 {
+                return Err(Error::InvalidState);
+            }
+            if apply {
+                *slot = w;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The variance-corrected average's state: its average (nested) and the
+/// models' summed segment variances (finite, not negative); the layout's
+/// hash must match.
+#[cfg(feature = "libm")]
+impl<S: AsRef<[CompF32]> + AsMut<[CompF32]>, const C: usize> Persist for VarianceCorrected<S, C> {
+    fn header(&self) -> Header {
+        Header {
+            kind: Kind::VarianceCorrected as u8,
+            format: 0,
+            len: len_u32(self.avg.len()),
+            layout: self.layout.hash(),
+            fields: len_u32(nested_len(&self.avg) + 8 * C),
+            members: 1,
+        }
+    }
+
+    fn encode_body<W: ByteSink>(&self, enc: &mut Encoder<'_, W>) -> Result<(), Error> {
+        enc.nested(&self.avg)?;
+        for v in &self.variance {
+            enc.u64(v.to_bits())?;
+        }
+        Ok(())
+    }
+
+    fn decode_body<R: ByteSource>(
+        &mut self,
+        dec: &mut Decoder<'_, R>,
+        apply: bool,
+    ) -> Result<(), Error> {
+        dec.nested_into(&mut self.avg, apply)?;
+        for slot in self.variance.iter_mut() {
+            let v = f64::from_bits(dec.u64()?);
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(Error::InvalidState);
+            }
+            if apply {
+                *slot = v;
+            }
         }
         Ok(())
     }

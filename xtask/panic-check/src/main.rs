@@ -364,6 +364,9 @@ fn weighted<A: WeightedAcc + Element>(params: &[A::Param], out: &mut [A::Param],
         let _ = black_box(m.fold(black_box(params), w));
         let _ = black_box(m.finish(black_box(&mut *out)));
         black_box(m.in_mask(black_box(3)));
+        let mut bytes = [0u8; 1024];
+        let _ = black_box(m.encode(black_box(&mut bytes[..])));
+        let _ = black_box(m.decode(black_box(&bytes[..])));
         m.reset();
     }
     avg.reset();
@@ -385,10 +388,16 @@ fn task<A: TaskAcc + Element>(params: &[A::Param], out: &mut [A::Param], w: A::W
     t.reset();
 }
 
-fn ties<T: TiesElem>(params: &[T], out: &mut [T], lambda: T::Lambda) {
+fn ties<T: TiesElem>(params: &[T], out: &mut [T], lambda: T::Lambda)
+where
+    TiesAcc<T::Sum>: Element,
+{
     let mut t = Ties::new([TiesAcc::<T::Sum>::default(); N]);
     let _ = black_box(t.fold(black_box(params), black_box(params), black_box(0.3)));
     let _ = black_box(t.finish(black_box(params), lambda, black_box(&mut *out)));
+    let mut bytes = [0u8; 1024];
+    let _ = black_box(t.encode(black_box(&mut bytes[..])));
+    let _ = black_box(t.decode(black_box(&bytes[..])));
     t.reset();
 }
 
@@ -608,6 +617,8 @@ fn main() -> ! {
             if let Ok(mut vc) = VarianceCorrected::new([CompF32::ZERO; N], layout.clone()) {
                 let _ = black_box(vc.fold(&pf));
                 let _ = black_box(vc.finish(&mut of));
+                let _ = black_box(vc.encode(black_box(&mut bytes[..])));
+                let _ = black_box(vc.decode(black_box(&bytes[..])));
                 vc.reset();
             }
             let _ = black_box(merge::interpolate_segments(
@@ -640,6 +651,8 @@ fn main() -> ! {
             let _ = black_box(p.weight(black_box(2)));
             let _ = black_box(p.weight_fixed(black_box(2)));
             black_box(p.rounds());
+            let _ = black_box(p.encode(black_box(&mut bytes[..])));
+            let _ = black_box(p.decode(black_box(&bytes[..])));
             p.reset();
         }
     }

@@ -192,7 +192,9 @@ proptest! {
 
     #[test]
     fn window_states_round_trip(k in 1usize..6, xf in f32_steps(), xq in q15_steps()) {
-        prop_assume!(!xf[0].is_empty() && !xq[0].is_empty());
+        if xf[0].is_empty() || xq[0].is_empty() {
+            return Ok(()); // a window of empty snapshots cannot be built
+        }
         window_round_trip::<CompF32>(k, &xf)?;
         window_round_trip::<I49F15>(k, &xq)?;
         let x31: Vec<Vec<Q31>> = xq.iter().map(|v| v.iter().map(|q| Q31::from_bits(i32::from(q.to_bits()) << 16 | 0x1234)).collect()).collect();
@@ -218,7 +220,9 @@ proptest! {
         xq in q15_steps(),
     ) {
         let n = xq[0].len();
-        prop_assume!(n > 0);
+        if n == 0 {
+            return Ok(()); // nothing to store
+        }
         let new_window = || Window::new(vec![I49F15::ZERO; n], RamRing::new(vec![Q15::ZERO; 4 * n], n).unwrap(), 3).unwrap();
         let mut a = new_window();
         let mut m = Moments::new(vec![MomentQ15::ZERO; n]);
@@ -582,7 +586,9 @@ proptest! {
     #[test]
     fn naswa_and_posthoc_states_round_trip(xf in f32_steps(), tau in 0.01f32..0.9) {
         let n = xf[0].len();
-        prop_assume!(n > 0);
+        if n == 0 {
+            return Ok(()); // nothing to store
+        }
         let new_naswa = || {
             let layout: Layout<2> = if n > 1 {
                 let mut l = Layout::single("a", n / 2).unwrap();

@@ -138,11 +138,11 @@ impl WindowStore<f32> for Flaky {
     fn snapshot_len(&self) -> usize {
         self.inner.snapshot_len()
     }
-    fn write(&mut self, slot: usize, data: &[f32]) -> Result<(), Error> {
+    fn write(&mut self, slot: usize, offset: usize, data: &[f32]) -> Result<(), Error> {
         if self.fail_write {
             Err(Error::Storage)
         } else {
-            self.inner.write(slot, data)
+            self.inner.write(slot, offset, data)
         }
     }
     fn read(&mut self, slot: usize, offset: usize, out: &mut [f32]) -> Result<(), Error> {

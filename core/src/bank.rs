@@ -145,6 +145,18 @@ impl MixParam for Q31 {
     }
 }
 
+/// One step of an [`EmaBank`], fixed at its start (see [`crate::chunk`]).
+#[derive(Debug, Clone, Copy)]
+pub struct BankPlan<C, const K: usize> {
+    calls: u64,
+    actions: [Action; K],
+    coefs: [C; K],
+    draws: u64,
+    rng0: u32,
+    rng_end: Option<u32>,
+    bad: u64,
+}
+
 /// `K` EMAs of one parameter buffer, each with its own schedule, updated in
 /// a single pass. The storage holds `[A; K]` per parameter.
 #[derive(Debug, Clone)]
@@ -307,34 +319,73 @@ impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize, P: Inpu
         coefs
     }
 
-    /// One pass over a checked slice: every member stepping and no bad
-    /// element (the common case) in one tight loop, anything else
-    /// element by element.
-    fn pass_slice(&mut self, params: &[A::Param], actions: &[Action; K], bad: u64) {
-        if (!P::SKIP || bad == 0) && actions.iter().all(|a| matches!(a, Action::Step { .. })) {
-            let coefs = self.coefs_for(actions);
-            A::step_rows(
-                self.shadow.as_mut(),
-                params,
-                &coefs,
-                self.rounding,
-                &mut self.rng,
-            );
-            self.commit(actions, &coefs);
+    /// A step's plan: the actions, their coefficients, the generator.
+    fn begin(&self) -> Result<BankPlan<A::Coef, K>, Error> {
+        let (calls, actions) = self.plan()?;
+        let coefs = self.coefs_for(&actions);
+        let draws = actions
+            .iter()
+            .filter(|a| matches!(a, Action::Step { .. }))
+            .count() as u64;
+        let mut rng = self.rng;
+        if let Rounding::Stochastic { .. } = self.rounding
+            && rng == 0
+        {
+            rng = 0x9e37_79b9;
+        }
+        Ok(BankPlan {
+            calls,
+            actions,
+            coefs,
+            draws,
+            rng0: rng,
+            rng_end: None,
+            bad: 0,
+        })
+    }
+
+    /// Rows `offset..offset + params.len()` of a step over checked
+    /// parameters: every member stepping and no bad element (the common
+    /// case) in one tight loop, anything else element by element.
+    fn piece(&mut self, plan: &mut BankPlan<A::Coef, K>, offset: usize, params: &[A::Param]) {
+        let stochastic = matches!(self.rounding, Rounding::Stochastic { .. });
+        let mut rng = if stochastic {
+            crate::num::xorshift32_jump(plan.rng0, (offset as u64).wrapping_mul(plan.draws))
         } else {
-            self.pass(params.iter().copied(), actions);
+            plan.rng0
+        };
+        let end = offset.saturating_add(params.len());
+        let actions = plan.actions;
+        let all_step = actions.iter().all(|a| matches!(a, Action::Step { .. }));
+        if all_step && (!P::SKIP || params.iter().all(A::valid)) {
+            if let Some(rows) = self.shadow.as_mut().get_mut(offset..end) {
+                A::step_rows(rows, params, &plan.coefs, self.rounding, &mut rng);
+            }
+        } else {
+            self.pass(offset, params.iter().copied(), plan, &mut rng);
+        }
+        if end == self.len() {
+            plan.rng_end = Some(rng);
         }
     }
 
-    /// Applies `actions` to every element in one pass over `params`.
-    fn pass(&mut self, params: impl Iterator<Item = A::Param>, actions: &[Action; K]) {
-        let coefs = self.coefs_for(actions);
-        let (rounding, rng) = (self.rounding, &mut self.rng);
+    /// Applies a plan's actions to the rows from `offset` on, one element
+    /// of `params` per row.
+    fn pass(
+        &mut self,
+        offset: usize,
+        params: impl Iterator<Item = A::Param>,
+        plan: &BankPlan<A::Coef, K>,
+        rng: &mut u32,
+    ) {
+        let (actions, coefs) = (&plan.actions, &plan.coefs);
+        let rounding = self.rounding;
         let debiased = self.init == Init::ZeroDebiased;
         let (weights, filled) = (self.weights, self.filled);
-        for (row, x) in self.shadow.as_mut().iter_mut().zip(params) {
+        let rows = self.shadow.as_mut().get_mut(offset..).unwrap_or(&mut []);
+        for (row, x) in rows.iter_mut().zip(params) {
             let ok = !P::SKIP || A::valid(&x);
-            for (k, ((s, a), &c)) in row.iter_mut().zip(actions).zip(&coefs).enumerate() {
+            for (k, ((s, a), &c)) in row.iter_mut().zip(actions).zip(coefs).enumerate() {
                 let x = if ok {
                     x
                 } else {
@@ -350,7 +401,22 @@ impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize, P: Inpu
                 }
             }
         }
-        self.commit(actions, &coefs);
+    }
+
+    /// Ends a step: the members' bookkeeping, the generator, the counters.
+    fn end(&mut self, plan: BankPlan<A::Coef, K>) {
+        self.commit(&plan.actions, &plan.coefs);
+        if matches!(self.rounding, Rounding::Stochastic { .. }) && plan.draws > 0 {
+            self.rng = match plan.rng_end {
+                Some(r) => r,
+                None => crate::num::xorshift32_jump(
+                    plan.rng0,
+                    (self.len() as u64).wrapping_mul(plan.draws),
+                ),
+            };
+        }
+        self.calls = plan.calls;
+        self.skipped = self.skipped.saturating_add(plan.bad);
     }
 
     /// The members' bookkeeping after a pass.
@@ -390,10 +456,10 @@ impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize, P: Inpu
             A::check(params)?;
             0
         };
-        let (calls, actions) = self.plan()?;
-        self.pass_slice(params, &actions, bad);
-        self.calls = calls;
-        self.skipped = self.skipped.saturating_add(bad);
+        let mut plan = self.begin()?;
+        plan.bad = bad;
+        self.piece(&mut plan, 0, params);
+        self.end(plan);
         Ok(())
     }
 
@@ -409,9 +475,9 @@ impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize, P: Inpu
     {
         let params = params.as_slice();
         check_len(self.len(), params.len())?;
-        let (calls, actions) = self.plan()?;
-        self.pass_slice(params, &actions, 0);
-        self.calls = calls;
+        let mut plan = self.begin()?;
+        self.piece(&mut plan, 0, params);
+        self.end(plan);
         Ok(())
     }
 
@@ -462,9 +528,12 @@ impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize, P: Inpu
         }
         let params = params.into_iter();
         check_len(self.len(), params.len())?;
-        let (calls, actions) = self.plan()?;
-        self.pass(params, &actions);
-        self.calls = calls;
+        let plan = self.begin()?;
+        let mut rng = plan.rng0;
+        self.pass(0, params, &plan, &mut rng);
+        let mut plan = plan;
+        plan.rng_end = Some(rng);
+        self.end(plan);
         Ok(())
     }
 
@@ -607,6 +676,44 @@ where
 /// The bank's state: per member its schedule and coefficients (checked on
 /// decode), α, step count, fill flag and weight; the shared call count,
 /// rounding generator and saturation count; the shadows.
+/// Chunked steps (see [`crate::chunk`]): bit-identical to
+/// [`EmaBank::update`], stochastic rounding included.
+impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize, P: InputPolicy>
+    crate::chunk::Chunkable for EmaBank<A, S, K, P>
+{
+    type Input<'a>
+        = &'a [A::Param]
+    where
+        Self: 'a;
+    type Args = ();
+    type Plan = BankPlan<A::Coef, K>;
+
+    fn step_len(&self) -> usize {
+        self.len()
+    }
+    fn begin_step(&mut self, (): ()) -> Result<Self::Plan, Error> {
+        self.begin()
+    }
+    fn apply_chunk(
+        &mut self,
+        plan: &mut Self::Plan,
+        offset: usize,
+        x: &[A::Param],
+    ) -> Result<(), Error> {
+        if P::SKIP {
+            plan.bad += x.iter().filter(|v| !A::valid(v)).count() as u64;
+        } else {
+            A::check(x)?;
+        }
+        self.piece(plan, offset, x);
+        Ok(())
+    }
+    fn finish_step(&mut self, plan: Self::Plan) -> Result<(), Error> {
+        self.end(plan);
+        Ok(())
+    }
+}
+
 impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize, P: InputPolicy> Persist
     for EmaBank<A, S, K, P>
 {

@@ -69,6 +69,7 @@ use crate::format::{CompF32, I1F15, I1F31, I2F62, Q15Ef, U1F31, check_f32, valid
 use crate::kernel::ema as k;
 use crate::num::{
     Nearest, Stochastic, div_round_i64, div_round_i128, round_shift_i64, round_shift_i128,
+    xorshift32_jump,
 };
 use crate::policy::{Checked, Input, InputPolicy, Reject};
 use crate::schedule::{Action, Schedule};
@@ -852,6 +853,17 @@ pub(crate) enum Coefs<C> {
     Scheduled,
 }
 
+/// One step of an [`Ema`], fixed at its start (see [`crate::chunk`]).
+#[derive(Debug, Clone, Copy)]
+pub struct EmaPlan<C> {
+    calls: u64,
+    action: Action,
+    step: Option<C>,
+    rng0: u32,
+    rng_end: Option<u32>,
+    bad: u64,
+}
+
 /// An exponential moving average of a parameter buffer, in a shadow the
 /// caller owns.
 ///
@@ -1191,6 +1203,14 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>, P: InputPolicy> Ema<A, S, P> {
 
     /// One step over checked parameters, `bad` of them to skip.
     fn apply(&mut self, params: &[A::Param], bad: u64) -> Result<(), Error> {
+        let mut plan = self.plan()?;
+        plan.bad = bad;
+        self.piece(&mut plan, 0, params);
+        self.commit(plan)
+    }
+
+    /// What a step does, fixed before any element is touched.
+    fn plan(&self) -> Result<EmaPlan<A::Coef>, Error> {
         let calls = self.calls.checked_add(1).ok_or(Error::CountOverflow)?;
         let first = self.init == Init::CopyFirst && self.calls == 0;
         let action = if first {
@@ -1198,53 +1218,87 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>, P: InputPolicy> Ema<A, S, P> {
         } else {
             self.schedule.action(calls, self.t)
         };
-        let debiased = self.init == Init::ZeroDebiased;
-        let (filled, weight) = (self.filled, self.weight);
-        let (rounding, rng) = (self.rounding, &mut self.rng);
         let step = match action {
-            Action::Copy => None,
-            Action::Skip => return self.finish(calls, bad, action),
             Action::Step { alpha, .. } => Some(self.coefs.at::<A>(alpha)),
+            _ => None,
         };
-        if !P::SKIP || bad == 0 {
-            // the whole buffer in one pass (the kernels stream it)
-            match step {
-                None => A::load(self.shadow.as_mut(), params),
-                Some(a) => A::step(self.shadow.as_mut(), params, a, rounding, rng),
-            }
-            if let Some(a) = step {
-                self.weight = A::weight_step(self.weight, a);
-                self.alpha = a;
-            }
-            return self.finish(calls, bad, action);
-        }
-        // Bad elements under `Skip`: the input goes by in chunks, and a
-        // chunk holding bad elements is copied with their averages imputed.
-        let mut tmp = [A::PARAM_ZERO; CHUNK];
-        for (s, x) in self
+        let mut rng = self.rng;
+        Ok(EmaPlan {
+            calls,
+            action,
+            step,
+            rng0: *seeded(&mut rng),
+            rng_end: None,
+            bad: 0,
+        })
+    }
+
+    /// Applies a step to elements `offset..offset + params.len()` (checked
+    /// parameters; under `Skip`, bad ones take the element's average).
+    fn piece(&mut self, plan: &mut EmaPlan<A::Coef>, offset: usize, params: &[A::Param]) {
+        let step = match plan.action {
+            Action::Copy => None,
+            Action::Skip => return,
+            Action::Step { .. } => plan.step,
+        };
+        let Some(shadow) = self
             .shadow
             .as_mut()
-            .chunks_mut(CHUNK)
-            .zip(params.chunks(CHUNK))
-        {
-            let x = if P::SKIP && bad > 0 && x.iter().any(|v| !A::valid(v)) {
-                for ((t, v), s) in tmp.iter_mut().zip(x).zip(s.iter()) {
-                    *t = impute::<A>(v, s, weight, debiased, filled);
-                }
-                tmp.get(..x.len()).unwrap_or(&[])
-            } else {
-                x
-            };
+            .get_mut(offset..offset.saturating_add(params.len()))
+        else {
+            return;
+        };
+        let debiased = self.init == Init::ZeroDebiased;
+        let (filled, weight, rounding) = (self.filled, self.weight, self.rounding);
+        // the generator as the whole pass would have it at `offset`
+        let mut rng = match (step, rounding) {
+            (Some(_), Rounding::Stochastic { .. }) => xorshift32_jump(plan.rng0, offset as u64),
+            _ => plan.rng0,
+        };
+        if !P::SKIP || !params.iter().any(|x| !A::valid(x)) {
+            // the whole piece in one pass (the kernels stream it)
             match step {
-                None => A::load(s, x),
-                Some(a) => A::step(s, x, a, rounding, rng),
+                None => A::load(shadow, params),
+                Some(a) => A::step(shadow, params, a, rounding, &mut rng),
+            }
+        } else {
+            // Bad elements under `Skip`: the input goes by in chunks, and a
+            // chunk holding bad elements is copied with their averages
+            // imputed.
+            let mut tmp = [A::PARAM_ZERO; CHUNK];
+            for (s, x) in shadow.chunks_mut(CHUNK).zip(params.chunks(CHUNK)) {
+                let x = if x.iter().any(|v| !A::valid(v)) {
+                    for ((t, v), s) in tmp.iter_mut().zip(x).zip(s.iter()) {
+                        *t = impute::<A>(v, s, weight, debiased, filled);
+                    }
+                    tmp.get(..x.len()).unwrap_or(&[])
+                } else {
+                    x
+                };
+                match step {
+                    None => A::load(s, x),
+                    Some(a) => A::step(s, x, a, rounding, &mut rng),
+                }
             }
         }
-        if let Some(a) = step {
+        if offset.saturating_add(params.len()) == self.len() {
+            plan.rng_end = Some(rng);
+        }
+    }
+
+    /// Ends a step: the debiasing weight, the generator, the counters.
+    fn commit(&mut self, plan: EmaPlan<A::Coef>) -> Result<(), Error> {
+        if let Some(a) = plan.step {
             self.weight = A::weight_step(self.weight, a);
             self.alpha = a;
+            if let Rounding::Stochastic { .. } = self.rounding {
+                self.rng = match plan.rng_end {
+                    Some(r) => r,
+                    None => xorshift32_jump(plan.rng0, self.len() as u64),
+                };
+            }
         }
-        self.finish(calls, bad, action)
+        self.finish(plan.calls, plan.bad, plan.action)
     }
 
     /// Bookkeeping after an update's pass.
@@ -1353,6 +1407,43 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>, P: InputPolicy> Ema<A, S, P> {
         if self.init == Init::ZeroDebiased {
             self.shadow.as_mut().fill(A::ZERO);
         }
+    }
+}
+
+/// Chunked steps (see [`crate::chunk`]): bit-identical to
+/// [`Ema::update`], stochastic rounding included.
+impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>, P: InputPolicy> crate::chunk::Chunkable
+    for Ema<A, S, P>
+{
+    type Input<'a>
+        = &'a [A::Param]
+    where
+        Self: 'a;
+    type Args = ();
+    type Plan = EmaPlan<A::Coef>;
+
+    fn step_len(&self) -> usize {
+        self.len()
+    }
+    fn begin_step(&mut self, (): ()) -> Result<Self::Plan, Error> {
+        self.plan()
+    }
+    fn apply_chunk(
+        &mut self,
+        plan: &mut Self::Plan,
+        offset: usize,
+        x: &[A::Param],
+    ) -> Result<(), Error> {
+        if P::SKIP {
+            plan.bad += x.iter().filter(|v| !A::valid(v)).count() as u64;
+        } else {
+            A::check(x)?;
+        }
+        self.piece(plan, offset, x);
+        Ok(())
+    }
+    fn finish_step(&mut self, plan: Self::Plan) -> Result<(), Error> {
+        self.commit(plan)
     }
 }
 

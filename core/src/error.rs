@@ -99,6 +99,26 @@ pub enum Error {
         /// Position of the first element that differs.
         index: usize,
     },
+    /// A chunk covers elements already given in this step (or pass).
+    ChunkOverlap {
+        /// First element given twice.
+        index: usize,
+    },
+    /// A chunk does not start (or end) on the tracker's granule.
+    ChunkMisaligned {
+        /// The offending chunk boundary.
+        index: usize,
+    },
+    /// The step (or pass) cannot finish: elements are missing.
+    StepIncomplete {
+        /// First element not given yet.
+        index: usize,
+    },
+    /// A chunked step is open: finish it first (or, before any chunk
+    /// changed the state, abort it).
+    StepInProgress,
+    /// No chunked step is open.
+    NoStep,
 }
 
 impl fmt::Display for Error {
@@ -144,6 +164,17 @@ impl fmt::Display for Error {
             Error::MaskMismatch { index } => {
                 write!(f, "sparsity mask differs at index {index}")
             }
+            Error::ChunkOverlap { index } => {
+                write!(f, "element {index} already given in this step")
+            }
+            Error::ChunkMisaligned { index } => {
+                write!(f, "chunk boundary {index} is not on the granule")
+            }
+            Error::StepIncomplete { index } => {
+                write!(f, "step incomplete: element {index} not given")
+            }
+            Error::StepInProgress => f.write_str("a chunked step is in progress"),
+            Error::NoStep => f.write_str("no chunked step is open"),
         }
     }
 }

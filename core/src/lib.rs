@@ -70,9 +70,11 @@
 
 pub mod aggregate;
 pub mod bank;
+pub mod chunk;
 pub mod codec;
 pub mod ema;
 mod error;
+mod exact;
 mod format;
 mod kernel;
 /// Compares the Cortex-M4F assembly kernels with their safe twins (used by

@@ -287,11 +287,17 @@ impl<A: Moment, S: AsRef<[A]> + AsMut<[A]>> Moments<A, S> {
         }
         A::check(xs)?;
         let first = self.count == 0;
-        for (a, &x) in self.acc.as_mut().iter_mut().zip(xs) {
-            a.add(x, first);
-        }
+        self.piece(first, 0, xs);
         self.count += 1;
         Ok(())
+    }
+
+    /// Folds checked values into elements `offset..offset + xs.len()`.
+    fn piece(&mut self, first: bool, offset: usize, xs: &[A::Param]) {
+        let acc = self.acc.as_mut().get_mut(offset..).unwrap_or(&mut []);
+        for (a, &x) in acc.iter_mut().zip(xs) {
+            a.add(x, first);
+        }
     }
 
     /// Folds in a batch: `rows` holds whole vectors back to back.
@@ -521,6 +527,41 @@ impl Element for MomentQ31 {
 
 /// The moments' state: the count and every element's sums. Decoding
 /// refuses sums that `count` values could not give.
+/// Chunked updates (see [`crate::chunk`]): bit-identical to
+/// [`Moments::update`]. The plan is whether this is the first vector.
+impl<A: Moment, S: AsRef<[A]> + AsMut<[A]>> crate::chunk::Chunkable for Moments<A, S> {
+    type Input<'a>
+        = &'a [A::Param]
+    where
+        Self: 'a;
+    type Args = ();
+    type Plan = bool;
+
+    fn step_len(&self) -> usize {
+        self.len()
+    }
+    fn begin_step(&mut self, (): ()) -> Result<bool, Error> {
+        if self.count >= A::MAX_COUNT {
+            return Err(Error::CountOverflow);
+        }
+        Ok(self.count == 0)
+    }
+    fn apply_chunk(
+        &mut self,
+        first: &mut bool,
+        offset: usize,
+        x: &[A::Param],
+    ) -> Result<(), Error> {
+        A::check(x)?;
+        self.piece(*first, offset, x);
+        Ok(())
+    }
+    fn finish_step(&mut self, _: bool) -> Result<(), Error> {
+        self.count += 1;
+        Ok(())
+    }
+}
+
 impl<A: Moment, S: AsRef<[A]> + AsMut<[A]>> Persist for Moments<A, S> {
     fn header(&self) -> Header {
         Header {

@@ -20,10 +20,11 @@
 //! counted.
 //!
 //! The test compares squared norms, `(1 − τ)²‖m‖² ≤ ‖x‖² ≤ (1 + τ)²‖m‖²`,
-//! each summed in f64 from the exact values (for f32, from the compensated
-//! sum divided by the count), so a decision can differ from one made in
-//! exact arithmetic only when `‖x‖` is within about 10⁻¹⁴ relative of a
-//! bound.
+//! each the exact sum of the squares (each square formed in f64; for f32
+//! means, from the compensated sum divided by the count) rounded once, so
+//! a decision can differ from one made in exact arithmetic only when `‖x‖`
+//! is within about 10⁻¹⁵ relative of a bound, and it does not depend on
+//! the order in which chunks of the snapshot arrive.
 //!
 //! ```
 //! use polyak::naswa::{Naswa, NormScope};
@@ -40,8 +41,10 @@
 
 use core::ops::Range;
 
+use crate::chunk::Chunkable;
 use crate::codec::{ByteSink, ByteSource, Decoder, Encoder, Header, Kind, Persist, nested_len};
 use crate::ema::len_u32;
+use crate::exact::ExactSum;
 use crate::layout::Layout;
 use crate::swa::{Swa, SwaAccumulator};
 use crate::{CompF32, Error, I33F31, I49F15};
@@ -58,54 +61,54 @@ pub enum NormScope {
 
 /// An accumulator whose values give a norm in f64.
 pub trait NormAcc: SwaAccumulator {
-    /// `Σ x_i²` over `xs` in f64.
+    /// `x²` in f64.
     #[doc(hidden)]
-    fn sq_norm(xs: &[Self::Param]) -> f64;
-    /// `Σ (acc_i / n)²` over `acc` in f64.
+    fn sq(x: Self::Param) -> f64;
+    /// `(acc / n)²` in f64.
     #[doc(hidden)]
-    fn sq_norm_mean(acc: &[Self], n: u32) -> f64;
+    fn sq_mean(acc: Self, n: u32) -> f64;
 }
 
 impl NormAcc for CompF32 {
-    fn sq_norm(xs: &[f32]) -> f64 {
-        xs.iter().map(|&x| f64::from(x) * f64::from(x)).sum()
+    fn sq(x: f32) -> f64 {
+        f64::from(x) * f64::from(x)
     }
-    fn sq_norm_mean(acc: &[CompF32], n: u32) -> f64 {
-        let n = f64::from(n);
-        acc.iter().map(|a| a.to_f64() / n).map(|m| m * m).sum()
+    fn sq_mean(acc: CompF32, n: u32) -> f64 {
+        let m = acc.to_f64() / f64::from(n);
+        m * m
     }
 }
 
 impl NormAcc for I49F15 {
-    fn sq_norm(xs: &[crate::Q15]) -> f64 {
-        xs.iter()
-            .map(|x| f64::from(x.to_bits()) / 32768.0)
-            .map(|v| v * v)
-            .sum()
+    fn sq(x: crate::Q15) -> f64 {
+        let v = f64::from(x.to_bits()) / 32768.0;
+        v * v
     }
-    fn sq_norm_mean(acc: &[I49F15], n: u32) -> f64 {
-        let d = f64::from(n) * 32768.0;
-        acc.iter()
-            .map(|a| a.to_bits() as f64 / d)
-            .map(|m| m * m)
-            .sum()
+    fn sq_mean(acc: I49F15, n: u32) -> f64 {
+        let m = acc.to_bits() as f64 / (f64::from(n) * 32768.0);
+        m * m
     }
 }
 
 impl NormAcc for I33F31 {
-    fn sq_norm(xs: &[crate::Q31]) -> f64 {
-        xs.iter()
-            .map(|x| f64::from(x.to_bits()) / 2_147_483_648.0)
-            .map(|v| v * v)
-            .sum()
+    fn sq(x: crate::Q31) -> f64 {
+        let v = f64::from(x.to_bits()) / 2_147_483_648.0;
+        v * v
     }
-    fn sq_norm_mean(acc: &[I33F31], n: u32) -> f64 {
-        let d = f64::from(n) * 2_147_483_648.0;
-        acc.iter()
-            .map(|a| a.to_bits() as f64 / d)
-            .map(|m| m * m)
-            .sum()
+    fn sq_mean(acc: I33F31, n: u32) -> f64 {
+        let m = acc.to_bits() as f64 / (f64::from(n) * 2_147_483_648.0);
+        m * m
     }
+}
+
+/// One snapshot offered to a chunked [`Naswa`]: the exact squared norms
+/// of the snapshot and of the average, per checked group, and the
+/// decision.
+#[derive(Debug, Clone, Copy)]
+pub struct NormPlan<const C: usize> {
+    x2: [ExactSum; C],
+    m2: [ExactSum; C],
+    admit: bool,
 }
 
 /// An SWA that admits only snapshots whose norm stays within `τ` of the
@@ -163,31 +166,25 @@ impl<A: NormAcc, S: AsRef<[A]> + AsMut<[A]>, const C: usize> Naswa<A, S, C> {
     /// As [`Swa::update`]; the state is unchanged on error.
     pub fn update(&mut self, params: &[A::Param]) -> Result<bool, Error> {
         crate::ema::check_len(self.swa.len(), params.len())?;
-        A::check(params)?;
-        if self.swa.count() > 0 && !self.passes(params) {
-            self.rejected = self.rejected.saturating_add(1);
-            return Ok(false);
-        }
-        self.swa.update(params)?;
-        Ok(true)
+        let mut plan = self.begin_step(())?;
+        self.measure_chunk(&mut plan, 0, params)?;
+        self.end_measure(&mut plan);
+        self.apply_chunk(&mut plan, 0, params)?;
+        let admitted = plan.admit;
+        self.finish_step(plan)?;
+        Ok(admitted)
     }
 
-    fn passes(&self, params: &[A::Param]) -> bool {
-        let (lo, hi) = (f64::from(1.0 - self.tau), f64::from(1.0 + self.tau));
-        let n = self.swa.count();
-        let acc = self.swa.accumulator();
-        let check = |r: Range<usize>| {
-            let (Some(x), Some(a)) = (params.get(r.clone()), acc.get(r)) else {
-                return true;
-            };
-            let m2 = A::sq_norm_mean(a, n);
-            let x2 = A::sq_norm(x);
-            m2 == 0.0 || (lo * lo * m2 <= x2 && x2 <= hi * hi * m2)
-        };
-        match self.scope {
-            NormScope::Overall => check(0..params.len()),
-            NormScope::PerSegment => self.layout.segments().iter().all(|s| check(s.range())),
-        }
+    /// The group of element `i`: 0 overall, else its segment.
+    fn groups(&self) -> impl Iterator<Item = Range<usize>> + '_ {
+        let overall = (self.scope == NormScope::Overall).then_some(0..self.swa.len());
+        let segs = self
+            .layout
+            .segments()
+            .iter()
+            .filter(move |_| self.scope == NormScope::PerSegment)
+            .map(|s| s.range());
+        overall.into_iter().chain(segs)
     }
 
     /// Writes the average of the admitted snapshots into `out`.
@@ -202,6 +199,97 @@ impl<A: NormAcc, S: AsRef<[A]> + AsMut<[A]>, const C: usize> Naswa<A, S, C> {
     pub fn reset(&mut self) {
         self.swa.reset();
         self.rejected = 0;
+    }
+}
+
+/// Chunked snapshots, two passes: the norms (exact sums, so any order of
+/// the chunks gives the same decision), then the snapshot joins the
+/// average if it passed. [`Naswa::update`] is the same two passes over one
+/// chunk.
+impl<A: NormAcc, S: AsRef<[A]> + AsMut<[A]>, const C: usize> crate::chunk::Chunkable
+    for Naswa<A, S, C>
+{
+    type Input<'a>
+        = &'a [A::Param]
+    where
+        Self: 'a;
+    type Args = ();
+    type Plan = NormPlan<C>;
+    const PASSES: u8 = 2;
+
+    fn step_len(&self) -> usize {
+        self.swa.len()
+    }
+    fn begin_step(&mut self, (): ()) -> Result<NormPlan<C>, Error> {
+        Ok(NormPlan {
+            x2: [ExactSum::new(); C],
+            m2: [ExactSum::new(); C],
+            admit: true,
+        })
+    }
+    fn measure_chunk(
+        &self,
+        plan: &mut NormPlan<C>,
+        offset: usize,
+        x: &[A::Param],
+    ) -> Result<(), Error> {
+        A::check(x)?;
+        let n = self.swa.count();
+        let acc = self.swa.accumulator();
+        let end = offset.saturating_add(x.len());
+        for (g, r) in self.groups().enumerate() {
+            let (lo, hi) = (r.start.max(offset), r.end.min(end));
+            let (Some(xs), Some(ms), Some(x2), Some(m2)) = (
+                x.get(lo.saturating_sub(offset)..hi.saturating_sub(offset)),
+                acc.get(lo..hi.max(lo)),
+                plan.x2.get_mut(g),
+                plan.m2.get_mut(g),
+            ) else {
+                continue;
+            };
+            for &v in xs {
+                x2.add(A::sq(v));
+            }
+            if n > 0 {
+                for &a in ms {
+                    m2.add(A::sq_mean(a, n));
+                }
+            }
+        }
+        Ok(())
+    }
+    fn end_measure(&self, plan: &mut NormPlan<C>) {
+        let (lo, hi) = (f64::from(1.0 - self.tau), f64::from(1.0 + self.tau));
+        let groups = self.groups().count();
+        plan.admit = self.swa.count() == 0
+            || plan.x2.iter().zip(&plan.m2).take(groups).all(|(x2, m2)| {
+                let (x2, m2) = (x2.value(), m2.value());
+                m2 == 0.0 || (lo * lo * m2 <= x2 && x2 <= hi * hi * m2)
+            });
+    }
+    fn apply_chunk(
+        &mut self,
+        plan: &mut NormPlan<C>,
+        offset: usize,
+        x: &[A::Param],
+    ) -> Result<(), Error> {
+        A::check(x)?;
+        if plan.admit {
+            if self.swa.count() >= A::MAX_COUNT {
+                return Err(Error::CountOverflow);
+            }
+            let mut bad = 0;
+            self.swa.apply_chunk(&mut bad, offset, x)?;
+        }
+        Ok(())
+    }
+    fn finish_step(&mut self, plan: NormPlan<C>) -> Result<(), Error> {
+        if plan.admit {
+            self.swa.finish_step(0)
+        } else {
+            self.rejected = self.rejected.saturating_add(1);
+            Ok(())
+        }
     }
 }
 

@@ -106,13 +106,55 @@ impl Stochastic<'_> {
     /// 31 uniform bits.
     #[inline(always)]
     fn next31(&mut self) -> u32 {
-        let mut x = *self.0;
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
+        let x = xorshift32(*self.0);
         *self.0 = x;
         x >> 1
     }
+}
+
+/// One xorshift32 step (13, 17, 5), as [`Stochastic`] draws.
+#[inline(always)]
+const fn xorshift32(mut x: u32) -> u32 {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    x
+}
+
+/// The xorshift32 state `n` draws after `state`, in O(32²·log n): the
+/// generator is linear over GF(2), so its `n`-th power is a 32 × 32 bit
+/// matrix, squared up from the one-step matrix. A chunk of an update that
+/// starts `n` draws into the step picks up the same random numbers as the
+/// whole-buffer pass would.
+pub(crate) fn xorshift32_jump(state: u32, mut n: u64) -> u32 {
+    // column i of the current power: the image of bit i
+    let mut cols = [0u32; 32];
+    for (i, c) in cols.iter_mut().enumerate() {
+        *c = xorshift32(1 << i);
+    }
+    let apply = |cols: &[u32; 32], v: u32| {
+        let mut out = 0;
+        for (i, c) in cols.iter().enumerate() {
+            if v >> i & 1 != 0 {
+                out ^= c;
+            }
+        }
+        out
+    };
+    let mut v = state;
+    while n != 0 {
+        if n & 1 != 0 {
+            v = apply(&cols, v);
+        }
+        n >>= 1;
+        if n != 0 {
+            let sq = cols;
+            for c in cols.iter_mut() {
+                *c = apply(&sq, *c);
+            }
+        }
+    }
+    v
 }
 
 impl Round for Stochastic<'_> {
@@ -181,6 +223,20 @@ mod tests {
         assert!((0..1000).all(|_| (0..=1).contains(&r.r64(p))));
         assert_eq!(r.r64(3 << 31), 3);
         assert!((0..1000).all(|_| (-1..=0).contains(&r.r128(-(1i128 << 29)))));
+    }
+
+    #[test]
+    fn xorshift_jump_matches_stepping() {
+        let mut x = 0x1234_5678u32;
+        for n in 0..300u64 {
+            assert_eq!(xorshift32_jump(0x1234_5678, n), x);
+            x = xorshift32(x);
+        }
+        let mut y = 7u32;
+        for _ in 0..100_000 {
+            y = xorshift32(y);
+        }
+        assert_eq!(xorshift32_jump(7, 100_000), y);
     }
 
     #[test]

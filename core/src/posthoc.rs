@@ -154,11 +154,17 @@ impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize> PostHoc
         W: SnapshotSink<A::Param>,
     {
         self.bank.update(params).map_err(SnapshotError::Average)?;
-        if self.bank.steps().is_multiple_of(u64::from(self.every)) {
+        if self.snapshot_due() {
             self.snapshot(sink)?;
             return Ok(true);
         }
         Ok(false)
+    }
+
+    /// Whether the last update asked for a snapshot (after a chunked step,
+    /// call [`snapshot`](Self::snapshot) when this is true).
+    pub fn snapshot_due(&self) -> bool {
+        self.bank.steps() > 0 && self.bank.steps().is_multiple_of(u64::from(self.every))
     }
 
     /// Writes a snapshot of every EMA now.
@@ -194,6 +200,37 @@ impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize> PostHoc
         }
         self.index = self.index.wrapping_add(1);
         Ok(())
+    }
+}
+
+/// Chunked updates (see [`crate::chunk`]): the bank's; after the step,
+/// [`PostHoc::snapshot_due`] says whether to write a snapshot.
+impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize> crate::chunk::Chunkable
+    for PostHoc<A, S, K>
+{
+    type Input<'a>
+        = &'a [A::Param]
+    where
+        Self: 'a;
+    type Args = ();
+    type Plan = crate::bank::BankPlan<A::Coef, K>;
+
+    fn step_len(&self) -> usize {
+        self.bank.len()
+    }
+    fn begin_step(&mut self, (): ()) -> Result<Self::Plan, Error> {
+        self.bank.begin_step(())
+    }
+    fn apply_chunk(
+        &mut self,
+        plan: &mut Self::Plan,
+        offset: usize,
+        x: &[A::Param],
+    ) -> Result<(), Error> {
+        self.bank.apply_chunk(plan, offset, x)
+    }
+    fn finish_step(&mut self, plan: Self::Plan) -> Result<(), Error> {
+        self.bank.finish_step(plan)
     }
 }
 

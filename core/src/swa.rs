@@ -354,22 +354,30 @@ impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>, P: InputPolicy> Swa<A, S, P>
 
     /// Adds checked parameters, `bad` of them to impute.
     fn apply(&mut self, params: &[A::Param], bad: u64) {
-        if !P::SKIP || bad == 0 {
-            A::add(self.acc.as_mut(), params);
-            self.count += 1;
+        self.piece(0, params);
+        self.end(bad);
+    }
+
+    /// Adds checked parameters to elements `offset..offset + params.len()`
+    /// (under `Skip`, a bad element adds its current mean).
+    fn piece(&mut self, offset: usize, params: &[A::Param]) {
+        let n = NonZeroU64::new(u64::from(self.count));
+        let Some(acc) = self
+            .acc
+            .as_mut()
+            .get_mut(offset..offset.saturating_add(params.len()))
+        else {
+            return;
+        };
+        if !P::SKIP || params.iter().all(A::valid) {
+            A::add(acc, params);
             return;
         }
         // Bad elements under `Skip`: a chunk holding them is copied with
         // the elements' current means imputed.
-        let n = NonZeroU64::new(u64::from(self.count));
         let mut tmp = [A::PARAM_ZERO; CHUNK];
-        for (a, x) in self
-            .acc
-            .as_mut()
-            .chunks_mut(CHUNK)
-            .zip(params.chunks(CHUNK))
-        {
-            let x = if P::SKIP && bad > 0 && x.iter().any(|v| !A::valid(v)) {
+        for (a, x) in acc.chunks_mut(CHUNK).zip(params.chunks(CHUNK)) {
+            let x = if x.iter().any(|v| !A::valid(v)) {
                 for ((t, v), a) in tmp.iter_mut().zip(x).zip(a.iter()) {
                     *t = match (A::valid(v), n) {
                         (true, _) => *v,
@@ -387,6 +395,10 @@ impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>, P: InputPolicy> Swa<A, S, P>
             };
             A::add(a, x);
         }
+    }
+
+    /// Ends a snapshot: the count, the skipped tally.
+    fn end(&mut self, bad: u64) {
         self.count += 1;
         self.skipped = self.skipped.saturating_add(bad);
     }
@@ -420,6 +432,42 @@ impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>, P: InputPolicy> Swa<A, S, P>
         self.acc.as_mut().fill(A::ZERO);
         self.count = 0;
         self.skipped = 0;
+    }
+}
+
+/// Chunked snapshots (see [`crate::chunk`]): bit-identical to
+/// [`Swa::update`]. The plan is the count of elements skipped.
+impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>, P: InputPolicy> crate::chunk::Chunkable
+    for Swa<A, S, P>
+{
+    type Input<'a>
+        = &'a [A::Param]
+    where
+        Self: 'a;
+    type Args = ();
+    type Plan = u64;
+
+    fn step_len(&self) -> usize {
+        self.len()
+    }
+    fn begin_step(&mut self, (): ()) -> Result<u64, Error> {
+        if self.count >= A::MAX_COUNT {
+            return Err(Error::CountOverflow);
+        }
+        Ok(0)
+    }
+    fn apply_chunk(&mut self, bad: &mut u64, offset: usize, x: &[A::Param]) -> Result<(), Error> {
+        if P::SKIP {
+            *bad += x.iter().filter(|v| !A::valid(v)).count() as u64;
+        } else {
+            A::check(x)?;
+        }
+        self.piece(offset, x);
+        Ok(())
+    }
+    fn finish_step(&mut self, bad: u64) -> Result<(), Error> {
+        self.end(bad);
+        Ok(())
     }
 }
 

@@ -49,11 +49,11 @@ pub trait WindowStore<T> {
     fn slots(&self) -> usize;
     /// Values per snapshot.
     fn snapshot_len(&self) -> usize;
-    /// Stores a whole snapshot in `slot`.
+    /// Stores `data` as values `offset..offset + data.len()` of `slot`.
     ///
     /// # Errors
     /// The store's ([`Error::Storage`], or an index error).
-    fn write(&mut self, slot: usize, data: &[T]) -> Result<(), Error>;
+    fn write(&mut self, slot: usize, offset: usize, data: &[T]) -> Result<(), Error>;
     /// Reads `out.len()` values of `slot` starting at `offset`.
     ///
     /// # Errors
@@ -103,14 +103,16 @@ impl<T: Copy, S: AsRef<[T]> + AsMut<[T]>> WindowStore<T> for RamRing<T, S> {
     fn snapshot_len(&self) -> usize {
         self.len
     }
-    fn write(&mut self, slot: usize, data: &[T]) -> Result<(), Error> {
+    fn write(&mut self, slot: usize, offset: usize, data: &[T]) -> Result<(), Error> {
         let start = slot
             .checked_mul(self.len)
+            .and_then(|s| s.checked_add(offset))
+            .filter(|_| offset.saturating_add(data.len()) <= self.len)
             .ok_or(Error::InvalidIndex { index: slot })?;
         let dst = self
             .buf
             .as_mut()
-            .get_mut(start..start + self.len)
+            .get_mut(start..start.saturating_add(data.len()))
             .ok_or(Error::InvalidIndex { index: slot })?;
         for (d, s) in dst.iter_mut().zip(data) {
             *d = *s;
@@ -132,6 +134,14 @@ impl<T: Copy, S: AsRef<[T]> + AsMut<[T]>> WindowStore<T> for RamRing<T, S> {
         }
         Ok(())
     }
+}
+
+/// One step of a [`Window`], fixed at its start (see [`crate::chunk`]).
+#[derive(Debug, Clone, Copy)]
+pub struct WindowPlan {
+    spare: usize,
+    full: bool,
+    oldest: usize,
 }
 
 /// The mean of the last `k` snapshots.
@@ -218,8 +228,8 @@ impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>, W: WindowStore<A::Param>> Wi
         (self.oldest + i) % self.ring
     }
 
-    /// Adds (`sign = 1`) or subtracts (`-1`) the snapshot in `slot` to the
-    /// sum, chunk by chunk.
+    /// Adds (or subtracts) the snapshot in `slot` to the sum, chunk by
+    /// chunk.
     fn fold_slot(&mut self, slot: usize, subtract: bool) -> Result<(), Error> {
         let mut buf = [A::PARAM_ZERO; CHUNK];
         let mut offset = 0;
@@ -264,16 +274,67 @@ impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>, W: WindowStore<A::Param>> Wi
     pub fn update(&mut self, params: &[A::Param]) -> Result<(), Error> {
         check_len(self.sum.as_ref().len(), params.len())?;
         A::check(params)?;
+        let plan = self.begin()?;
+        self.piece(&plan, 0, params)?;
+        self.end(&plan)
+    }
+
+    /// A step's slots; re-sums a stale window first.
+    fn begin(&mut self) -> Result<WindowPlan, Error> {
         if self.stale {
             self.resum()?;
         }
-        let spare = self.slot(self.count);
-        self.store.write(spare, params)?;
-        if self.count == self.k {
-            let oldest = self.oldest;
-            self.stale = true;
-            self.fold_slot(oldest, true)?;
-            self.stale = false;
+        Ok(WindowPlan {
+            spare: self.slot(self.count),
+            full: self.count == self.k,
+            oldest: self.oldest,
+        })
+    }
+
+    /// Elements `offset..offset + params.len()` of a step: the snapshot
+    /// goes to the spare slot, the oldest one leaves the sum (if the
+    /// window is full), the new one joins it.
+    ///
+    /// A store that fails to write leaves everything as it was; one that
+    /// fails to read marks the window stale: it is re-summed from the
+    /// store at its next use, back to the state before the step (the
+    /// spare slot is not in the window).
+    fn piece(
+        &mut self,
+        plan: &WindowPlan,
+        offset: usize,
+        params: &[A::Param],
+    ) -> Result<(), Error> {
+        self.store.write(plan.spare, offset, params)?;
+        let mut buf = [A::PARAM_ZERO; CHUNK];
+        let end = offset.saturating_add(params.len());
+        let Some(sum) = self.sum.as_mut().get_mut(offset..end) else {
+            return Err(Error::LengthMismatch {
+                expected: self.sum.as_ref().len().saturating_sub(offset),
+                found: params.len(),
+            });
+        };
+        if !plan.full {
+            A::add(sum, params);
+            return Ok(());
+        }
+        let mut at = offset;
+        for (acc, x) in sum.chunks_mut(CHUNK).zip(params.chunks(CHUNK)) {
+            let old = buf.get_mut(..acc.len()).unwrap_or(&mut []);
+            if let Err(e) = self.store.read(plan.oldest, at, old) {
+                self.stale = true;
+                return Err(e);
+            }
+            A::sub(acc, old);
+            A::add(acc, x);
+            at += acc.len();
+        }
+        Ok(())
+    }
+
+    /// Ends a step: the counters, and a re-sum when one is due.
+    fn end(&mut self, plan: &WindowPlan) -> Result<(), Error> {
+        if plan.full {
             self.oldest = (self.oldest + 1) % self.ring;
             // counters modulo 2⁶⁴ (a restored count at the limit wraps)
             self.slides = self.slides.wrapping_add(1);
@@ -281,7 +342,6 @@ impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>, W: WindowStore<A::Param>> Wi
         } else {
             self.count += 1;
         }
-        A::add(self.sum.as_mut(), params);
         if self
             .resum_every
             .is_some_and(|n| self.since_resum >= n.get())
@@ -313,6 +373,42 @@ impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>, W: WindowStore<A::Param>> Wi
 /// count, every snapshot value and the zero padding, and puts the oldest
 /// snapshot in slot 0.
 /// A window over another store persists through that store.
+/// Chunked snapshots (see [`crate::chunk`]): bit-identical to
+/// [`Window::update`]. A store that fails to read mid-step ends the step
+/// (the window re-sums from its store, back to before the step).
+impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>, W: WindowStore<A::Param>>
+    crate::chunk::Chunkable for Window<A, S, W>
+{
+    type Input<'a>
+        = &'a [A::Param]
+    where
+        Self: 'a;
+    type Args = ();
+    type Plan = WindowPlan;
+
+    fn step_len(&self) -> usize {
+        self.sum.as_ref().len()
+    }
+    fn begin_step(&mut self, (): ()) -> Result<WindowPlan, Error> {
+        self.begin()
+    }
+    fn apply_chunk(
+        &mut self,
+        plan: &mut WindowPlan,
+        offset: usize,
+        x: &[A::Param],
+    ) -> Result<(), Error> {
+        A::check(x)?;
+        self.piece(plan, offset, x)
+    }
+    fn step_broken(&self) -> bool {
+        self.stale
+    }
+    fn finish_step(&mut self, plan: WindowPlan) -> Result<(), Error> {
+        self.end(&plan)
+    }
+}
+
 impl<A, S, B> Persist for Window<A, S, RamRing<A::Param, B>>
 where
     A: SwaAccumulator,

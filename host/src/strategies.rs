@@ -86,3 +86,35 @@ pub fn config(cases: u32) -> ProptestConfig {
         ..ProptestConfig::default()
     }
 }
+
+/// A random split of `0..n` into chunks, in a random order: chunk sizes
+/// from 1 to `n` (many small ones, some large), then shuffled. Derived
+/// from `seed` with splitmix64, so a failing case replays.
+pub fn chunking(n: usize, seed: u64) -> Vec<std::ops::Range<usize>> {
+    let mut state = seed;
+    let mut next = move || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let mut out = Vec::new();
+    let mut at = 0;
+    // a typical chunk size for this case: 1, a few, or most of the buffer
+    let scale = match next() % 3 {
+        0 => 1,
+        1 => 4,
+        _ => n.max(1),
+    };
+    while at < n {
+        let len = (1 + (next() as usize) % scale).min(n - at);
+        out.push(at..at + len);
+        at += len;
+    }
+    for i in (1..out.len()).rev() {
+        let j = (next() as usize) % (i + 1);
+        out.swap(i, j);
+    }
+    out
+}

@@ -166,6 +166,12 @@ impl<A: DualAcc, S: AsRef<[A]> + AsMut<[A]>> DualAveraging<A, S> {
         Ok(())
     }
 
+    /// Adds checked values to elements `offset..`.
+    fn add_at(&mut self, offset: usize, g: &[A::Param]) {
+        let z = self.z.as_mut().get_mut(offset..).unwrap_or(&mut []);
+        A::add(z.get_mut(..g.len()).unwrap_or(&mut []), g);
+    }
+
     /// Writes `x = −z/β` into `out`; returns how many fixed-point elements
     /// saturated.
     ///
@@ -219,6 +225,36 @@ impl<A: DualAcc, S: AsRef<[A]> + AsMut<[A]>> DualAveraging<A, S> {
 
 /// The dual-averaging sum and its count (each sum checked against the
 /// count on decode).
+/// Chunked gradients (see [`crate::chunk`]): bit-identical to
+/// [`DualAveraging::add`].
+impl<A: DualAcc, S: AsRef<[A]> + AsMut<[A]>> crate::chunk::Chunkable for DualAveraging<A, S> {
+    type Input<'a>
+        = &'a [A::Param]
+    where
+        Self: 'a;
+    type Args = ();
+    type Plan = ();
+
+    fn step_len(&self) -> usize {
+        self.z.as_ref().len()
+    }
+    fn begin_step(&mut self, (): ()) -> Result<(), Error> {
+        if self.count >= A::MAX_COUNT {
+            return Err(Error::CountOverflow);
+        }
+        Ok(())
+    }
+    fn apply_chunk(&mut self, (): &mut (), offset: usize, g: &[A::Param]) -> Result<(), Error> {
+        A::check(g)?;
+        self.add_at(offset, g);
+        Ok(())
+    }
+    fn finish_step(&mut self, (): ()) -> Result<(), Error> {
+        self.count += 1;
+        Ok(())
+    }
+}
+
 impl<A: DualAcc, S: AsRef<[A]> + AsMut<[A]>> Persist for DualAveraging<A, S> {
     fn header(&self) -> Header {
         Header {

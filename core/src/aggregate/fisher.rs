@@ -83,6 +83,91 @@ pub struct Fisher<S> {
     mode: Mode,
 }
 
+/// A chunk of a [`Fisher`] fold: a model and its Fisher values, or (for
+/// precision weighting) a model, the base and the precisions.
+#[derive(Debug, Clone, Copy)]
+pub enum FisherInput<'a> {
+    /// As [`Fisher::fold`].
+    Fisher {
+        /// The model's values.
+        theta: &'a [f32],
+        /// Their Fisher values.
+        fisher: &'a [f32],
+    },
+    /// As [`Fisher::fold_delta`].
+    Delta {
+        /// The model's values.
+        theta: &'a [f32],
+        /// The base's.
+        base: &'a [f32],
+        /// The precisions.
+        h: &'a [f32],
+    },
+}
+
+impl crate::chunk::ChunkInput for FisherInput<'_> {
+    fn chunk_len(&self) -> Result<usize, Error> {
+        match *self {
+            FisherInput::Fisher { theta, fisher } => {
+                check_len(theta.len(), fisher.len())?;
+                Ok(theta.len())
+            }
+            FisherInput::Delta { theta, base, h } => {
+                check_len(theta.len(), base.len())?;
+                check_len(theta.len(), h.len())?;
+                Ok(theta.len())
+            }
+        }
+    }
+}
+
+/// A model of a chunked [`Fisher`] fold: its mode (set by its first
+/// chunk) and the largest weight and value so far.
+#[derive(Debug, Clone, Copy)]
+pub struct FisherPlan {
+    mode: Mode,
+    wmax: f32,
+    vmax: f32,
+}
+
+/// Chunked folds (see [`crate::chunk`]); every chunk of a model must be of
+/// one kind ([`Error::ConfigMismatch`] otherwise). [`Fisher::fold`] and
+/// [`Fisher::fold_delta`] are one chunk of this.
+impl<S: AsRef<[FisherAcc]> + AsMut<[FisherAcc]>> crate::chunk::Chunkable for Fisher<S> {
+    type Input<'a>
+        = FisherInput<'a>
+    where
+        Self: 'a;
+    type Args = ();
+    type Plan = FisherPlan;
+
+    fn step_len(&self) -> usize {
+        self.len()
+    }
+    fn begin_step(&mut self, (): ()) -> Result<FisherPlan, Error> {
+        if self.models == u32::MAX {
+            return Err(Error::CountOverflow);
+        }
+        Ok(FisherPlan {
+            mode: Mode::Empty,
+            wmax: 0.0,
+            vmax: 0.0,
+        })
+    }
+    fn apply_chunk(
+        &mut self,
+        plan: &mut FisherPlan,
+        offset: usize,
+        x: FisherInput<'_>,
+    ) -> Result<(), Error> {
+        self.chunk(plan, offset, x)
+    }
+    fn finish_step(&mut self, plan: FisherPlan) -> Result<(), Error> {
+        self.end(&plan);
+        Ok(())
+    }
+}
+
 /// Checks weights: finite, `0 ≤ w ≤ F32_LIMIT`; returns the largest.
 fn check_weights(ws: &[f32]) -> Result<f32, Error> {
     for (index, w) in ws.iter().enumerate() {
@@ -129,34 +214,89 @@ impl<S: AsRef<[FisherAcc]> + AsMut<[FisherAcc]>> Fisher<S> {
         self.models
     }
 
-    fn admit(&self, mode: Mode, values: &[f32], weights: &[f32]) -> Result<f64, Error> {
-        if self.mode != Mode::Empty && self.mode != mode {
+    /// Checks and folds a chunk at `offset` (nothing changes on error).
+    fn chunk(
+        &mut self,
+        plan: &mut FisherPlan,
+        offset: usize,
+        x: FisherInput<'_>,
+    ) -> Result<(), Error> {
+        use crate::chunk::ChunkInput;
+        x.chunk_len()?;
+        let mode = match x {
+            FisherInput::Fisher { .. } => Mode::Fisher,
+            FisherInput::Delta { .. } => Mode::Precision,
+        };
+        let (values_max, weights) = match x {
+            FisherInput::Fisher { theta, fisher } => {
+                check_f32(theta)?;
+                (max_abs(theta), fisher)
+            }
+            FisherInput::Delta { theta, base, h } => {
+                check_f32(theta)?;
+                check_f32(base)?;
+                // the differences are formed chunk by chunk on the stack,
+                // checked for range
+                let mut delta = [0.0f32; crate::ema::CHUNK];
+                for (i, (t, b)) in theta
+                    .chunks(crate::ema::CHUNK)
+                    .zip(base.chunks(crate::ema::CHUNK))
+                    .enumerate()
+                {
+                    let d = delta.get_mut(..t.len()).unwrap_or(&mut []);
+                    for ((d, &t), &b) in d.iter_mut().zip(t).zip(b) {
+                        *d = t - b;
+                    }
+                    check_f32(d).map_err(|e| shift_index(e, i * crate::ema::CHUNK))?;
+                }
+                let dmax = theta
+                    .iter()
+                    .zip(base)
+                    .fold(0.0f32, |m, (&t, &b)| m.max((t - b).abs()));
+                (dmax, h)
+            }
+        };
+        if (self.mode != Mode::Empty && self.mode != mode)
+            || (plan.mode != Mode::Empty && plan.mode != mode)
+        {
             return Err(Error::ConfigMismatch);
         }
-        check_len(self.len(), values.len())?;
-        check_len(self.len(), weights.len())?;
-        check_f32(values)?;
-        let wmax = check_weights(weights)?.max(self.floor);
-        if self.models == u32::MAX {
-            return Err(Error::CountOverflow);
-        }
-        let mass = self.mass + f64::from(wmax) * f64::from(max_abs(values).max(1.0));
-        if mass > F32_MASS_LIMIT {
+        let wmax = plan.wmax.max(check_weights(weights)?.max(self.floor));
+        let vmax = plan.vmax.max(values_max.max(1.0));
+        if self.mass + f64::from(wmax) * f64::from(vmax) > F32_MASS_LIMIT {
             return Err(Error::WeightOverflow);
         }
-        Ok(mass)
+        let floor = self.floor;
+        let acc = self.acc.as_mut().get_mut(offset..).unwrap_or(&mut []);
+        match x {
+            FisherInput::Fisher { theta, fisher } => {
+                for ((a, &x), &w) in acc.iter_mut().zip(theta).zip(fisher) {
+                    let w = w.max(floor);
+                    a.num = comp_add(a.num, w * x);
+                    a.den = comp_add(a.den, w);
+                }
+            }
+            FisherInput::Delta { theta, base, h } => {
+                for (((a, &t), &b), &w) in acc.iter_mut().zip(theta).zip(base).zip(h) {
+                    let w = w.max(floor);
+                    a.num = comp_add(a.num, w * (t - b));
+                    a.den = comp_add(a.den, w);
+                }
+            }
+        }
+        *plan = FisherPlan { mode, wmax, vmax };
+        Ok(())
     }
 
-    fn commit(&mut self, mode: Mode, values: &[f32], weights: &[f32], mass: f64) {
-        let floor = self.floor;
-        for ((a, &x), &w) in self.acc.as_mut().iter_mut().zip(values).zip(weights) {
-            let w = w.max(floor);
-            a.num = comp_add(a.num, w * x);
-            a.den = comp_add(a.den, w);
+    /// Ends a chunked fold: the guard, the count, the mode.
+    fn end(&mut self, plan: &FisherPlan) {
+        if plan.mode == Mode::Empty {
+            // an empty model: nothing was folded
+            return;
         }
-        self.mass = mass;
+        self.mass += f64::from(plan.wmax) * f64::from(plan.vmax);
         self.models += 1;
-        self.mode = mode;
+        self.mode = plan.mode;
     }
 
     /// Fisher merging: folds in model `theta` with per-element Fisher
@@ -169,9 +309,8 @@ impl<S: AsRef<[FisherAcc]> + AsMut<[FisherAcc]>> Fisher<S> {
     /// [`Error::ConfigMismatch`] after [`fold_delta`](Self::fold_delta).
     /// The state is unchanged on error.
     pub fn fold(&mut self, theta: &[f32], fisher: &[f32]) -> Result<(), Error> {
-        let mass = self.admit(Mode::Fisher, theta, fisher)?;
-        self.commit(Mode::Fisher, theta, fisher, mass);
-        Ok(())
+        check_len(self.len(), theta.len())?;
+        crate::chunk::whole_step(self, (), FisherInput::Fisher { theta, fisher })
     }
 
     /// Writes `Σ F·θ / Σ F` into `out`.
@@ -200,50 +339,7 @@ impl<S: AsRef<[FisherAcc]> + AsMut<[FisherAcc]>> Fisher<S> {
     /// `θ − θ₀` must stay within [`F32_LIMIT`].
     pub fn fold_delta(&mut self, theta: &[f32], base: &[f32], h: &[f32]) -> Result<(), Error> {
         check_len(self.len(), theta.len())?;
-        check_len(self.len(), base.len())?;
-        check_f32(theta)?;
-        check_f32(base)?;
-        let mut delta = [0.0f32; crate::ema::CHUNK];
-        // the differences are formed chunk by chunk on the stack, checked
-        // for range first, then folded
-        let mut mass = self.mass;
-        for (i, (t, b)) in theta
-            .chunks(crate::ema::CHUNK)
-            .zip(base.chunks(crate::ema::CHUNK))
-            .enumerate()
-        {
-            let d = delta.get_mut(..t.len()).unwrap_or(&mut []);
-            for ((d, &t), &b) in d.iter_mut().zip(t).zip(b) {
-                *d = t - b;
-            }
-            check_f32(d).map_err(|e| shift_index(e, i * crate::ema::CHUNK))?;
-        }
-        if self.mode != Mode::Empty && self.mode != Mode::Precision {
-            return Err(Error::ConfigMismatch);
-        }
-        check_len(self.len(), h.len())?;
-        let wmax = check_weights(h)?.max(self.floor);
-        if self.models == u32::MAX {
-            return Err(Error::CountOverflow);
-        }
-        let dmax = theta
-            .iter()
-            .zip(base)
-            .fold(0.0f32, |m, (&t, &b)| m.max((t - b).abs()));
-        mass += f64::from(wmax) * f64::from(dmax.max(1.0));
-        if mass > F32_MASS_LIMIT {
-            return Err(Error::WeightOverflow);
-        }
-        let floor = self.floor;
-        for (((a, &t), &b), &w) in self.acc.as_mut().iter_mut().zip(theta).zip(base).zip(h) {
-            let w = w.max(floor);
-            a.num = comp_add(a.num, w * (t - b));
-            a.den = comp_add(a.den, w);
-        }
-        self.mass = mass;
-        self.models += 1;
-        self.mode = Mode::Precision;
-        Ok(())
+        crate::chunk::whole_step(self, (), FisherInput::Delta { theta, base, h })
     }
 
     /// Writes `θ₀ + Σ H·(θ − θ₀) / (H₀ + Σ H)` into `out`, with the prior

@@ -31,12 +31,12 @@ mod weighted;
 
 pub use dual::{DualAcc, DualAveraging};
 pub use fedau::Participation;
-pub use fisher::{Fisher, FisherAcc};
+pub use fisher::{Fisher, FisherAcc, FisherInput, FisherPlan};
 pub use robust::{MAX_MODELS, Robust, median, trimmed_mean};
-pub use task::{Drop, TaskAcc, TaskArithmetic, Ties, TiesAcc, TiesElem};
+pub use task::{Drop, TaskAcc, TaskArithmetic, TaskPlan, Ties, TiesAcc, TiesElem, TiesPlan};
 #[cfg(feature = "libm")]
-pub use weighted::VarianceCorrected;
-pub use weighted::{MaskedAverage, WeightedAcc, WeightedAverage};
+pub use weighted::{DistancePlan, InverseDistance, SpreadPlan, VarianceCorrected};
+pub use weighted::{MaskedAverage, WeightedAcc, WeightedAverage, WeightedPlan};
 
 mod sealed {
     pub trait Sealed {}

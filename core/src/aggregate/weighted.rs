@@ -41,14 +41,18 @@ pub trait WeightedAcc: Copy + core::fmt::Debug + Sealed {
     const NO_TOTAL: Self::Total;
     /// Weight 1 (a uniform soup).
     const ONE: Self::Weight;
-    /// Checks a model and the weight and returns the total after adding
-    /// it; nothing is changed.
+    /// Checks a model's values.
     #[doc(hidden)]
-    fn admit(
-        total: Self::Total,
-        model: &[Self::Param],
-        w: Self::Weight,
-    ) -> Result<Self::Total, Error>;
+    fn check(model: &[Self::Param]) -> Result<(), Error>;
+    /// The largest magnitude of a model's values (what the f32 overflow
+    /// guard needs; 0 for fixed point). A maximum: the same over any
+    /// chunking.
+    #[doc(hidden)]
+    fn peak(model: &[Self::Param]) -> f32;
+    /// Checks the weight and returns the total after adding a model whose
+    /// values peak at `peak`; nothing is changed.
+    #[doc(hidden)]
+    fn admit(total: Self::Total, peak: f32, w: Self::Weight) -> Result<Self::Total, Error>;
     #[doc(hidden)]
     fn fold(acc: &mut [Self], model: &[Self::Param], w: Self::Weight);
     #[doc(hidden)]
@@ -100,13 +104,18 @@ impl WeightedAcc for CompF32 {
     };
     const ONE: f32 = 1.0;
 
-    fn admit(total: F32Total, model: &[f32], w: f32) -> Result<F32Total, Error> {
-        check_f32(model)?;
+    fn check(model: &[f32]) -> Result<(), Error> {
+        check_f32(model)
+    }
+    fn peak(model: &[f32]) -> f32 {
+        max_abs(model)
+    }
+    fn admit(total: F32Total, peak: f32, w: f32) -> Result<F32Total, Error> {
         // `!(w >= 0)` is true for NaN too; -0.0 is accepted as zero.
         if !(0.0..=crate::F32_LIMIT).contains(&w) {
             return Err(Error::InvalidWeight { index: 0 });
         }
-        let mass = total.mass + f64::from(w) * f64::from(max_abs(model));
+        let mass = total.mass + f64::from(w) * f64::from(peak);
         let weight = comp_add(total.weight, w);
         if mass > F32_MASS_LIMIT || f64::from(weight.value()) > F32_MASS_LIMIT {
             return Err(Error::WeightOverflow);
@@ -175,7 +184,13 @@ macro_rules! fixed_weighted {
             const NO_TOTAL: u64 = 0;
             const ONE: u32 = 1;
 
-            fn admit(total: u64, _: &[$param], w: u32) -> Result<u64, Error> {
+            fn check(_: &[$param]) -> Result<(), Error> {
+                Ok(())
+            }
+            fn peak(_: &[$param]) -> f32 {
+                0.0
+            }
+            fn admit(total: u64, _: f32, w: u32) -> Result<u64, Error> {
                 let t = total + u64::from(w);
                 if t > u64::from(u32::MAX) {
                     return Err(Error::WeightOverflow);
@@ -228,6 +243,14 @@ macro_rules! fixed_weighted {
 
 fixed_weighted!(I49F15, Q15, i16, mac15);
 fixed_weighted!(I33F31, Q31, i32, mac31);
+
+/// One model of a chunked [`WeightedAverage`] fold (see [`crate::chunk`]):
+/// its weight and the largest magnitude seen so far.
+#[derive(Debug, Clone, Copy)]
+pub struct WeightedPlan<W> {
+    w: W,
+    peak: f32,
+}
 
 /// A weighted average of models folded in one at a time, in caller
 /// storage: FedAvg (weights = example counts), a uniform soup
@@ -295,7 +318,8 @@ impl<A: WeightedAcc, S: AsRef<[A]> + AsMut<[A]>> WeightedAverage<A, S> {
         if self.models == u32::MAX {
             return Err(Error::CountOverflow);
         }
-        A::admit(self.total, model, w)
+        A::check(model)?;
+        A::admit(self.total, A::peak(model), w)
     }
 
     /// Folds an admitted model in.
@@ -303,6 +327,37 @@ impl<A: WeightedAcc, S: AsRef<[A]> + AsMut<[A]>> WeightedAverage<A, S> {
         A::fold(self.acc.as_mut(), model, w);
         self.total = total;
         self.models += 1;
+    }
+
+    /// Starts a chunked fold with weight `w`.
+    fn begin(&self, w: A::Weight) -> Result<WeightedPlan<A::Weight>, Error> {
+        if self.models == u32::MAX {
+            return Err(Error::CountOverflow);
+        }
+        A::admit(self.total, 0.0, w)?;
+        Ok(WeightedPlan { w, peak: 0.0 })
+    }
+
+    /// Checks a chunk of a model (its values, and the overflow guard with
+    /// the peak so far); returns the new peak. Nothing changes.
+    fn admit_chunk(&self, plan: &WeightedPlan<A::Weight>, x: &[A::Param]) -> Result<f32, Error> {
+        A::check(x)?;
+        let peak = plan.peak.max(A::peak(x));
+        A::admit(self.total, peak, plan.w)?;
+        Ok(peak)
+    }
+
+    /// Folds an admitted chunk into elements `offset..`.
+    fn fold_at(&mut self, offset: usize, x: &[A::Param], w: A::Weight) {
+        let acc = self.acc.as_mut().get_mut(offset..).unwrap_or(&mut []);
+        A::fold(acc.get_mut(..x.len()).unwrap_or(&mut []), x, w);
+    }
+
+    /// Ends a chunked fold: the total, the count.
+    fn end(&mut self, plan: &WeightedPlan<A::Weight>) -> Result<(), Error> {
+        self.total = A::admit(self.total, plan.peak, plan.w)?;
+        self.models += 1;
+        Ok(())
     }
 
     /// Folds in one model with weight `w`.
@@ -431,29 +486,138 @@ impl<S: AsRef<[CompF32]> + AsMut<[CompF32]>> WeightedAverage<CompF32, S> {
         reference: &[f32],
         floor: f32,
     ) -> Result<f32, Error> {
-        if !(floor > 0.0 && floor.is_finite()) {
-            return Err(Error::InvalidCoefficient);
-        }
         check_len(self.len(), reference.len())?;
-        check_f32(reference)?;
         check_len(self.len(), model.len())?;
-        check_f32(model)?;
-        let d2: f64 = model
-            .iter()
-            .zip(reference)
-            .map(|(&x, &r)| {
-                let d = f64::from(x) - f64::from(r);
-                d * d
-            })
-            .sum();
-        let d = libm::sqrt(d2);
-        let w = if d <= f64::from(floor) {
-            1.0
-        } else {
-            (f64::from(floor) / d) as f32
-        };
+        let mut plan = ida_begin(self, floor)?;
+        ida_measure(&mut plan, model, reference)?;
+        let w = ida_weight(&plan, floor);
         self.fold(model, w)?;
         Ok(w)
+    }
+}
+
+/// A distance measured for [`InverseDistance`]: the exact sum of squared
+/// differences, then the weight.
+#[cfg(feature = "libm")]
+#[derive(Debug, Clone, Copy)]
+pub struct DistancePlan {
+    floor: f32,
+    d2: crate::exact::ExactSum,
+    fold: WeightedPlan<f32>,
+}
+
+#[cfg(feature = "libm")]
+fn ida_begin<S: AsRef<[CompF32]> + AsMut<[CompF32]>>(
+    avg: &WeightedAverage<CompF32, S>,
+    floor: f32,
+) -> Result<DistancePlan, Error> {
+    if !(floor > 0.0 && floor.is_finite()) {
+        return Err(Error::InvalidCoefficient);
+    }
+    Ok(DistancePlan {
+        floor,
+        d2: crate::exact::ExactSum::new(),
+        fold: avg.begin(1.0)?,
+    })
+}
+
+/// Adds a chunk's squared distances (values checked first).
+#[cfg(feature = "libm")]
+fn ida_measure(plan: &mut DistancePlan, model: &[f32], reference: &[f32]) -> Result<(), Error> {
+    check_f32(reference)?;
+    check_f32(model)?;
+    for (&x, &r) in model.iter().zip(reference) {
+        let d = f64::from(x) - f64::from(r);
+        plan.d2.add(d * d);
+    }
+    Ok(())
+}
+
+/// `floor / max(‖model − reference‖, floor)`.
+#[cfg(feature = "libm")]
+fn ida_weight(plan: &DistancePlan, floor: f32) -> f32 {
+    let d = libm::sqrt(plan.d2.value());
+    if d <= f64::from(floor) {
+        1.0
+    } else {
+        (f64::from(floor) / d) as f32
+    }
+}
+
+/// Inverse-distance weighting in chunks: a [`WeightedAverage`] whose
+/// chunked steps are [`fold_inverse_distance`](WeightedAverage::fold_inverse_distance)
+/// (two passes: the distance, then the fold). The step's argument is the
+/// floor; each chunk is `(model, reference)`.
+#[cfg(feature = "libm")]
+#[derive(Debug, Clone)]
+pub struct InverseDistance<S> {
+    avg: WeightedAverage<CompF32, S>,
+    last: f32,
+}
+
+#[cfg(feature = "libm")]
+impl<S: AsRef<[CompF32]> + AsMut<[CompF32]>> InverseDistance<S> {
+    /// Wraps an average.
+    pub fn new(avg: WeightedAverage<CompF32, S>) -> Self {
+        Self { avg, last: 0.0 }
+    }
+    /// The average.
+    pub fn average(&self) -> &WeightedAverage<CompF32, S> {
+        &self.avg
+    }
+    /// The weight of the last model folded in (0 before the first).
+    pub fn last_weight(&self) -> f32 {
+        self.last
+    }
+    /// Gives the average back.
+    pub fn into_inner(self) -> WeightedAverage<CompF32, S> {
+        self.avg
+    }
+}
+
+#[cfg(feature = "libm")]
+impl<S: AsRef<[CompF32]> + AsMut<[CompF32]>> crate::chunk::Chunkable for InverseDistance<S> {
+    type Input<'a>
+        = (&'a [f32], &'a [f32])
+    where
+        Self: 'a;
+    type Args = f32;
+    type Plan = DistancePlan;
+    const PASSES: u8 = 2;
+
+    fn step_len(&self) -> usize {
+        self.avg.len()
+    }
+    fn begin_step(&mut self, floor: f32) -> Result<DistancePlan, Error> {
+        ida_begin(&self.avg, floor)
+    }
+    fn measure_chunk(
+        &self,
+        plan: &mut DistancePlan,
+        _: usize,
+        (x, r): (&[f32], &[f32]),
+    ) -> Result<(), Error> {
+        ida_measure(plan, x, r)
+    }
+    fn end_measure(&self, plan: &mut DistancePlan) {
+        plan.fold.w = ida_weight(plan, plan.floor);
+    }
+    fn apply_chunk(
+        &mut self,
+        plan: &mut DistancePlan,
+        offset: usize,
+        (x, r): (&[f32], &[f32]),
+    ) -> Result<(), Error> {
+        check_f32(r)?;
+        let peak = self.avg.admit_chunk(&plan.fold, x)?;
+        self.avg.fold_at(offset, x, plan.fold.w);
+        plan.fold.peak = peak;
+        Ok(())
+    }
+    fn finish_step(&mut self, plan: DistancePlan) -> Result<(), Error> {
+        self.avg.end(&plan.fold)?;
+        self.last = plan.fold.w;
+        Ok(())
     }
 }
 
@@ -528,22 +692,33 @@ impl<A: WeightedAcc, S: AsRef<[A]> + AsMut<[A]>, M: AsRef<[u32]> + AsMut<[u32]>>
     /// unchanged on error.
     pub fn fold(&mut self, model: &[A::Param], w: A::Weight) -> Result<(), Error> {
         let total = self.avg.admit(model, w)?;
+        self.mask_chunk(0, model)?;
+        self.avg.commit(model, w, total);
+        Ok(())
+    }
+
+    /// The first model sets the mask bits of elements `offset..`; a later
+    /// one must match them (nothing changes on a mismatch).
+    fn mask_chunk(&mut self, offset: usize, x: &[A::Param]) -> Result<(), Error> {
         if self.avg.models() == 0 {
             let mask = self.mask.as_mut();
-            mask.fill(0);
-            for (i, x) in model.iter().enumerate() {
-                if let (false, Some(word)) = (A::is_zero(x), mask.get_mut(i / 32)) {
-                    *word |= 1 << (i % 32);
+            for (i, x) in (offset..).zip(x) {
+                if let Some(word) = mask.get_mut(i / 32) {
+                    let bit = 1 << (i % 32);
+                    if A::is_zero(x) {
+                        *word &= !bit;
+                    } else {
+                        *word |= bit;
+                    }
                 }
             }
-        } else if let Some(index) = model
-            .iter()
-            .enumerate()
-            .position(|(i, x)| A::is_zero(x) == self.in_mask(i))
+        } else if let Some(index) = (offset..)
+            .zip(x)
+            .find(|(i, x)| A::is_zero(x) == self.in_mask(*i))
+            .map(|(i, _)| i)
         {
             return Err(Error::MaskMismatch { index });
         }
-        self.avg.commit(model, w, total);
         Ok(())
     }
 
@@ -612,6 +787,16 @@ pub struct VarianceCorrected<S, const C: usize> {
     variance: [f64; C],
 }
 
+/// One model of a chunked [`VarianceCorrected`] fold: the segments'
+/// exact sums (of the values, then of the squared deviations) and means.
+#[cfg(feature = "libm")]
+#[derive(Debug, Clone, Copy)]
+pub struct SpreadPlan<const C: usize> {
+    fold: WeightedPlan<f32>,
+    sums: [crate::exact::ExactSum; C],
+    means: [f64; C],
+}
+
 /// Mean and population variance of `xs`, two-pass in f64.
 #[cfg(feature = "libm")]
 fn mean_var(xs: &[f32]) -> (f64, f64) {
@@ -649,12 +834,30 @@ impl<S: AsRef<[CompF32]> + AsMut<[CompF32]>, const C: usize> VarianceCorrected<S
     /// # Errors
     /// As [`WeightedAverage::fold`].
     pub fn fold(&mut self, model: &[f32]) -> Result<(), Error> {
-        let total = self.avg.admit(model, 1.0)?;
-        for (v, seg) in self.variance.iter_mut().zip(self.layout.segments()) {
-            *v += mean_var(model.get(seg.range()).unwrap_or(&[])).1;
+        check_len(self.avg.len(), model.len())?;
+        crate::chunk::whole_step(self, (), model)
+    }
+
+    /// Adds `f(x)` of the chunk's elements to their segments' sums.
+    fn segment_sums(
+        &self,
+        sums: &mut [crate::exact::ExactSum; C],
+        offset: usize,
+        x: &[f32],
+        f: impl Fn(usize, f32) -> f64,
+    ) {
+        for (k, seg) in self.layout.segments().iter().enumerate() {
+            let r = seg.range();
+            let (lo, hi) = (r.start.max(offset), r.end.min(offset + x.len()));
+            if let (Some(xs), Some(sum)) = (
+                x.get(lo.saturating_sub(offset)..hi.saturating_sub(offset)),
+                sums.get_mut(k),
+            ) {
+                for &v in xs {
+                    sum.add(f(k, v));
+                }
+            }
         }
-        self.avg.commit(model, 1.0, total);
-        Ok(())
     }
 
     /// The plain average underneath.
@@ -688,6 +891,152 @@ impl<S: AsRef<[CompF32]> + AsMut<[CompF32]>, const C: usize> VarianceCorrected<S
     pub fn reset(&mut self) {
         self.avg.reset();
         self.variance = [0.0; C];
+    }
+}
+
+/// Chunked folds (see [`crate::chunk`]): the step's argument is the
+/// model's weight; bit-identical to [`WeightedAverage::fold`]. A chunk
+/// that would push the f32 overflow guard past its limit is refused
+/// ([`Error::WeightOverflow`]), so the step cannot finish.
+impl<A: WeightedAcc, S: AsRef<[A]> + AsMut<[A]>> crate::chunk::Chunkable for WeightedAverage<A, S> {
+    type Input<'a>
+        = &'a [A::Param]
+    where
+        Self: 'a;
+    type Args = A::Weight;
+    type Plan = WeightedPlan<A::Weight>;
+
+    fn step_len(&self) -> usize {
+        self.len()
+    }
+    fn begin_step(&mut self, w: A::Weight) -> Result<Self::Plan, Error> {
+        self.begin(w)
+    }
+    fn apply_chunk(
+        &mut self,
+        plan: &mut Self::Plan,
+        offset: usize,
+        x: &[A::Param],
+    ) -> Result<(), Error> {
+        let peak = self.admit_chunk(plan, x)?;
+        self.fold_at(offset, x, plan.w);
+        plan.peak = peak;
+        Ok(())
+    }
+    fn finish_step(&mut self, plan: Self::Plan) -> Result<(), Error> {
+        self.end(&plan)
+    }
+}
+
+/// Chunked folds of a sparse soup: the first model's chunks set the mask
+/// bits they cover; later chunks must match the mask
+/// ([`Error::MaskMismatch`] with the model's index).
+impl<A: WeightedAcc, S: AsRef<[A]> + AsMut<[A]>, M: AsRef<[u32]> + AsMut<[u32]>>
+    crate::chunk::Chunkable for MaskedAverage<A, S, M>
+{
+    type Input<'a>
+        = &'a [A::Param]
+    where
+        Self: 'a;
+    type Args = A::Weight;
+    type Plan = WeightedPlan<A::Weight>;
+
+    fn step_len(&self) -> usize {
+        self.avg.len()
+    }
+    fn begin_step(&mut self, w: A::Weight) -> Result<Self::Plan, Error> {
+        self.avg.begin(w)
+    }
+    fn apply_chunk(
+        &mut self,
+        plan: &mut Self::Plan,
+        offset: usize,
+        x: &[A::Param],
+    ) -> Result<(), Error> {
+        let peak = self.avg.admit_chunk(plan, x)?;
+        self.mask_chunk(offset, x)?;
+        self.avg.fold_at(offset, x, plan.w);
+        plan.peak = peak;
+        Ok(())
+    }
+    fn finish_step(&mut self, plan: Self::Plan) -> Result<(), Error> {
+        self.avg.end(&plan)
+    }
+}
+
+/// Chunked folds, two passes: the segments' means (exact sums), then the
+/// squared deviations (exact sums) with the fold. [`VarianceCorrected::fold`]
+/// is the same two passes over one chunk.
+#[cfg(feature = "libm")]
+impl<S: AsRef<[CompF32]> + AsMut<[CompF32]>, const C: usize> crate::chunk::Chunkable
+    for VarianceCorrected<S, C>
+{
+    type Input<'a>
+        = &'a [f32]
+    where
+        Self: 'a;
+    type Args = ();
+    type Plan = SpreadPlan<C>;
+    const PASSES: u8 = 2;
+
+    fn step_len(&self) -> usize {
+        self.avg.len()
+    }
+    fn begin_step(&mut self, (): ()) -> Result<SpreadPlan<C>, Error> {
+        Ok(SpreadPlan {
+            fold: self.avg.begin(1.0)?,
+            sums: [crate::exact::ExactSum::new(); C],
+            means: [0.0; C],
+        })
+    }
+    fn measure_chunk(
+        &self,
+        plan: &mut SpreadPlan<C>,
+        offset: usize,
+        x: &[f32],
+    ) -> Result<(), Error> {
+        check_f32(x)?;
+        self.segment_sums(&mut plan.sums, offset, x, |_, v| f64::from(v));
+        Ok(())
+    }
+    fn end_measure(&self, plan: &mut SpreadPlan<C>) {
+        for ((m, sum), seg) in plan
+            .means
+            .iter_mut()
+            .zip(&mut plan.sums)
+            .zip(self.layout.segments())
+        {
+            *m = sum.value() / seg.len.max(1) as f64;
+            *sum = crate::exact::ExactSum::new();
+        }
+    }
+    fn apply_chunk(
+        &mut self,
+        plan: &mut SpreadPlan<C>,
+        offset: usize,
+        x: &[f32],
+    ) -> Result<(), Error> {
+        let peak = self.avg.admit_chunk(&plan.fold, x)?;
+        let means = plan.means;
+        self.segment_sums(&mut plan.sums, offset, x, |k, v| {
+            let d = f64::from(v) - means.get(k).copied().unwrap_or(0.0);
+            d * d
+        });
+        self.avg.fold_at(offset, x, 1.0);
+        plan.fold.peak = peak;
+        Ok(())
+    }
+    fn finish_step(&mut self, plan: SpreadPlan<C>) -> Result<(), Error> {
+        self.avg.end(&plan.fold)?;
+        for ((v, sum), seg) in self
+            .variance
+            .iter_mut()
+            .zip(&plan.sums)
+            .zip(self.layout.segments())
+        {
+            *v += sum.value() / seg.len.max(1) as f64;
+        }
+        Ok(())
     }
 }
 

@@ -92,6 +92,8 @@ pub enum Kind {
     Participation = 14,
     /// A `VarianceCorrected` average (its average nested; feature `libm`).
     VarianceCorrected = 15,
+    /// The journal record of a [`FlashEma`](crate::paged::FlashEma).
+    FlashEma = 16,
     /// Kinds from 0x80 up are free for applications (a composite state of
     /// several averagers, say); the element format is then 0 and the
     /// body's length is all in `fields`.

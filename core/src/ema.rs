@@ -1210,7 +1210,7 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>, P: InputPolicy> Ema<A, S, P> {
     }
 
     /// What a step does, fixed before any element is touched.
-    fn plan(&self) -> Result<EmaPlan<A::Coef>, Error> {
+    pub(crate) fn plan(&self) -> Result<EmaPlan<A::Coef>, Error> {
         let calls = self.calls.checked_add(1).ok_or(Error::CountOverflow)?;
         let first = self.init == Init::CopyFirst && self.calls == 0;
         let action = if first {
@@ -1236,15 +1236,31 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>, P: InputPolicy> Ema<A, S, P> {
     /// Applies a step to elements `offset..offset + params.len()` (checked
     /// parameters; under `Skip`, bad ones take the element's average).
     fn piece(&mut self, plan: &mut EmaPlan<A::Coef>, offset: usize, params: &[A::Param]) {
+        let total = self.len();
+        self.piece_in(plan, total, 0, offset, params);
+    }
+
+    /// [`piece`](Self::piece) for a model of `total` elements of which
+    /// the shadow holds those from `base` on (a page of a shadow in
+    /// flash, or the whole shadow with `base` 0).
+    pub(crate) fn piece_in(
+        &mut self,
+        plan: &mut EmaPlan<A::Coef>,
+        total: usize,
+        base: usize,
+        offset: usize,
+        params: &[A::Param],
+    ) {
         let step = match plan.action {
             Action::Copy => None,
             Action::Skip => return,
             Action::Step { .. } => plan.step,
         };
+        let at = offset.wrapping_sub(base);
         let Some(shadow) = self
             .shadow
             .as_mut()
-            .get_mut(offset..offset.saturating_add(params.len()))
+            .get_mut(at..at.saturating_add(params.len()))
         else {
             return;
         };
@@ -1281,20 +1297,26 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>, P: InputPolicy> Ema<A, S, P> {
                 }
             }
         }
-        if offset.saturating_add(params.len()) == self.len() {
+        if offset.saturating_add(params.len()) == total {
             plan.rng_end = Some(rng);
         }
     }
 
     /// Ends a step: the debiasing weight, the generator, the counters.
     fn commit(&mut self, plan: EmaPlan<A::Coef>) -> Result<(), Error> {
+        let total = self.len();
+        self.commit_in(plan, total)
+    }
+
+    /// [`commit`](Self::commit) for a model of `total` elements.
+    pub(crate) fn commit_in(&mut self, plan: EmaPlan<A::Coef>, total: usize) -> Result<(), Error> {
         if let Some(a) = plan.step {
             self.weight = A::weight_step(self.weight, a);
             self.alpha = a;
             if let Rounding::Stochastic { .. } = self.rounding {
                 self.rng = match plan.rng_end {
                     Some(r) => r,
-                    None => xorshift32_jump(plan.rng0, self.len() as u64),
+                    None => xorshift32_jump(plan.rng0, total as u64),
                 };
             }
         }
@@ -1534,19 +1556,15 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>, P: InputPolicy> Ema<A, S, P> {
 /// The EMA's state: its configuration (checked on decode), α of the last
 /// step, the rounding generator, the counters, the debiasing weight, the
 /// saturation count and the shadow.
-impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>, P: InputPolicy> Persist for Ema<A, S, P> {
-    fn header(&self) -> Header {
-        Header {
-            kind: Kind::Ema as u8,
-            format: A::FORMAT,
-            len: len_u32(self.len()),
-            layout: 0,
-            fields: (EMA_CONFIG + 4 + 4 + 8 + 8 + 1 + A::Weight::SIZE + 4 + 8) as u32,
-            members: 1,
-        }
-    }
+impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>, P: InputPolicy> Ema<A, S, P> {
+    /// Bytes of [`encode_scalars`](Self::encode_scalars).
+    pub(crate) const SCALARS: usize = EMA_CONFIG + 4 + 4 + 8 + 8 + 1 + A::Weight::SIZE + 4 + 8;
 
-    fn encode_body<W: ByteSink>(&self, enc: &mut Encoder<'_, W>) -> Result<(), Error> {
+    /// The configuration and every scalar of the state (not the shadow).
+    pub(crate) fn encode_scalars<W: ByteSink>(
+        &self,
+        enc: &mut Encoder<'_, W>,
+    ) -> Result<(), Error> {
         enc.bytes(&self.config_bytes())?;
         enc.u32(A::coef_bits(self.alpha))?;
         enc.u32(self.rng)?;
@@ -1555,14 +1573,12 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>, P: InputPolicy> Persist for Ema<A
         enc.u8(u8::from(self.filled))?;
         enc.elem(&self.weight)?;
         enc.u32(self.saturated.get())?;
-        enc.u64(self.skipped)?;
-        for e in self.shadow.as_ref() {
-            enc.elem(e)?;
-        }
-        Ok(())
+        enc.u64(self.skipped)
     }
 
-    fn decode_body<R: ByteSource>(
+    /// Reads what [`encode_scalars`](Self::encode_scalars) wrote, checking
+    /// it; applies it only if `apply`.
+    pub(crate) fn decode_scalars<R: ByteSource>(
         &mut self,
         dec: &mut Decoder<'_, R>,
         apply: bool,
@@ -1592,6 +1608,99 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>, P: InputPolicy> Persist for Ema<A
             self.saturated.set(saturated);
             self.skipped = skipped;
         }
+        Ok(())
+    }
+
+    /// The shadow, mutably (a flash-backed EMA's RAM page).
+    pub(crate) fn shadow_mut(&mut self) -> &mut [A] {
+        self.shadow.as_mut()
+    }
+
+    /// Reads the first `out.len()` elements of the average.
+    pub(crate) fn read_prefix(&self, out: &mut [A::Param]) -> Result<(), Error> {
+        if !self.filled {
+            return Err(Error::Empty);
+        }
+        let shadow = self
+            .shadow
+            .as_ref()
+            .get(..out.len())
+            .ok_or(Error::LengthMismatch {
+                expected: self.len(),
+                found: out.len(),
+            })?;
+        let saturated = match self.init {
+            Init::CopyFirst => A::store(shadow, out),
+            Init::ZeroDebiased => A::store_debiased(shadow, self.weight, out),
+        };
+        self.saturated
+            .set(self.saturated.get().saturating_add(saturated));
+        Ok(())
+    }
+
+    /// The scalars, to put back with [`set_scalars`](Self::set_scalars).
+    pub(crate) fn scalars(&self) -> EmaScalars<A> {
+        EmaScalars {
+            alpha: self.alpha,
+            rng: self.rng,
+            calls: self.calls,
+            t: self.t,
+            filled: self.filled,
+            weight: self.weight,
+            skipped: self.skipped,
+        }
+    }
+
+    /// Puts scalars back.
+    pub(crate) fn set_scalars(&mut self, v: EmaScalars<A>) {
+        self.alpha = v.alpha;
+        self.rng = v.rng;
+        self.calls = v.calls;
+        self.t = v.t;
+        self.filled = v.filled;
+        self.weight = v.weight;
+        self.skipped = v.skipped;
+    }
+}
+
+/// An [`Ema`]'s scalars (a rollback point for a flash step).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EmaScalars<A: EmaShadow> {
+    alpha: A::Coef,
+    rng: u32,
+    calls: u64,
+    t: u64,
+    filled: bool,
+    weight: A::Weight,
+    skipped: u64,
+}
+
+impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>, P: InputPolicy> Persist for Ema<A, S, P> {
+    fn header(&self) -> Header {
+        Header {
+            kind: Kind::Ema as u8,
+            format: A::FORMAT,
+            len: len_u32(self.len()),
+            layout: 0,
+            fields: Self::SCALARS as u32,
+            members: 1,
+        }
+    }
+
+    fn encode_body<W: ByteSink>(&self, enc: &mut Encoder<'_, W>) -> Result<(), Error> {
+        self.encode_scalars(enc)?;
+        for e in self.shadow.as_ref() {
+            enc.elem(e)?;
+        }
+        Ok(())
+    }
+
+    fn decode_body<R: ByteSource>(
+        &mut self,
+        dec: &mut Decoder<'_, R>,
+        apply: bool,
+    ) -> Result<(), Error> {
+        self.decode_scalars(dec, apply)?;
         for slot in self.shadow.as_mut() {
             let v = dec.elem::<A>()?;
             if apply {

@@ -87,6 +87,7 @@ pub mod merge;
 pub mod moments;
 pub mod naswa;
 mod num;
+pub mod paged;
 pub mod policy;
 #[cfg(feature = "libm")]
 pub mod posthoc;

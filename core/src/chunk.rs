@@ -51,7 +51,10 @@
 //! # Ok::<(), polyak::Error>(())
 //! ```
 
+use core::ops::Range;
+
 use crate::Error;
+use crate::policy::Input;
 
 /// Which granules of a buffer a step has covered: `32·W` bits, one per
 /// `granule` elements.
@@ -185,23 +188,59 @@ impl<const W: usize> Coverage<W> {
 /// A chunk of a step's input: one slice, or slices of equal length that
 /// go together (a model and its base, a model and its Fisher diagonal).
 pub trait ChunkInput: Copy {
+    /// The values' type.
+    type Elem: Copy;
     /// Elements in the chunk.
     ///
     /// # Errors
     /// [`Error::LengthMismatch`] if the slices differ in length.
     fn chunk_len(&self) -> Result<usize, Error>;
+    /// Elements `r` of every slice (empty where out of range).
+    fn part(&self, r: Range<usize>) -> Self;
+    /// The model's values (the first slice): what a segment that is not
+    /// averaged keeps, sums or compares.
+    fn values(&self) -> &[Self::Elem];
+    /// Checks every slice's values ([`Input::check`]).
+    ///
+    /// # Errors
+    /// The first bad value's.
+    fn check(&self) -> Result<(), Error>;
 }
 
-impl<T> ChunkInput for &[T] {
+impl<T: Input> ChunkInput for &[T] {
+    type Elem = T;
     fn chunk_len(&self) -> Result<usize, Error> {
         Ok(self.len())
     }
+    fn part(&self, r: Range<usize>) -> Self {
+        self.get(r).unwrap_or(&[])
+    }
+    fn values(&self) -> &[T] {
+        self
+    }
+    fn check(&self) -> Result<(), Error> {
+        T::check(self)
+    }
 }
 
-impl<T, U> ChunkInput for (&[T], &[U]) {
+impl<T: Input, U: Input> ChunkInput for (&[T], &[U]) {
+    type Elem = T;
     fn chunk_len(&self) -> Result<usize, Error> {
         crate::ema::check_len(self.0.len(), self.1.len())?;
         Ok(self.0.len())
+    }
+    fn part(&self, r: Range<usize>) -> Self {
+        (
+            self.0.get(r.clone()).unwrap_or(&[]),
+            self.1.get(r).unwrap_or(&[]),
+        )
+    }
+    fn values(&self) -> &[T] {
+        self.0
+    }
+    fn check(&self) -> Result<(), Error> {
+        T::check(self.0)?;
+        U::check(self.1)
     }
 }
 

@@ -121,7 +121,7 @@ mod sealed {
 /// [`I1F15`] and [`I2F62`]; sealed.
 pub trait EmaShadow: Copy + core::fmt::Debug + sealed::Sealed + Element {
     /// The parameter element type the shadow averages.
-    type Param: Copy;
+    type Param: Copy + crate::policy::Input;
     /// The stored coefficient α = 1 − β: `f32`, or a [`U1F31`] fraction for
     /// fixed point.
     type Coef: Copy + PartialEq + core::fmt::Debug;

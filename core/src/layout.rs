@@ -21,6 +21,37 @@ use core::ops::Range;
 
 use crate::Error;
 
+/// What an averager or aggregator does with a segment, through
+/// [`Segmented`](crate::segment::Segmented).
+///
+/// A model is not only weights: normalisation layers keep running
+/// statistics, and some layers count (batches tracked, examples seen).
+/// Averaging those is wrong — an averaged model whose running statistics
+/// lag its weights, or a counter divided by the number of clients.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[repr(u8)]
+pub enum Policy {
+    /// Averaged by the method (the default; weights).
+    #[default]
+    Average = 0,
+    /// The latest step's values (a time average) or the last model's (a
+    /// merge): what must follow the live model — a counter of steps, or
+    /// statistics that will be recomputed for the averaged weights. (Weights
+    /// trained against running statistics that jitter from batch to batch
+    /// are co-adapted with them: their average goes with the averaged
+    /// statistics, `Average`.)
+    CopyLatest = 1,
+    /// The sum of every step's (or model's) values, exact for integers:
+    /// counters (examples seen, batches tracked). Never averaged.
+    Sum = 2,
+    /// The element-wise maximum.
+    Max = 3,
+    /// Not averaged: the values of the first step (or model) stay (frozen
+    /// or excluded layers).
+    Skip = 4,
+}
+
 /// One segment: a name and a range of the flat buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -31,6 +62,8 @@ pub struct Segment {
     pub start: usize,
     /// Number of elements.
     pub len: usize,
+    /// What averaging does with it.
+    pub policy: Policy,
 }
 
 impl Segment {
@@ -75,12 +108,26 @@ impl<const C: usize> Layout<C> {
     /// [`Error::CapacityExceeded`] when `C` segments are in, or the total
     /// would overflow `usize`.
     pub fn push(&mut self, name: &'static str, len: usize) -> Result<(), Error> {
+        self.push_with(name, len, Policy::Average)
+    }
+
+    /// Appends a segment with a [`Policy`].
+    ///
+    /// # Errors
+    /// As [`push`](Self::push).
+    pub fn push_with(
+        &mut self,
+        name: &'static str,
+        len: usize,
+        policy: Policy,
+    ) -> Result<(), Error> {
         let total = self.total.checked_add(len).ok_or(Error::CapacityExceeded)?;
         self.segments
             .push(Segment {
                 name,
                 start: self.total,
                 len,
+                policy,
             })
             .map_err(|_| Error::CapacityExceeded)?;
         self.total = total;
@@ -112,7 +159,17 @@ impl<const C: usize> Layout<C> {
         self.segments.iter().find(|s| s.name == name)
     }
 
-    /// A 32-bit FNV-1a hash of the names and lengths, for saved state: a
+    /// Elements whose policy is not [`Policy::Average`] (the storage a
+    /// [`Segmented`](crate::segment::Segmented) needs for them).
+    pub fn kept_len(&self) -> usize {
+        self.segments
+            .iter()
+            .filter(|s| s.policy != Policy::Average)
+            .map(|s| s.len)
+            .sum()
+    }
+
+    /// A 32-bit FNV-1a hash of the names and lengths (and policies), for saved state: a
     /// record made for another layout is refused.
     pub fn hash(&self) -> u32 {
         let mut h: u32 = 0x811c_9dc5;
@@ -127,6 +184,11 @@ impl<const C: usize> Layout<C> {
             feed(0);
             for b in (s.len as u64).to_le_bytes() {
                 feed(b);
+            }
+            if s.policy != Policy::Average {
+                // (layouts without policies keep their old hashes)
+                feed(0xA5);
+                feed(s.policy as u8);
             }
         }
         h

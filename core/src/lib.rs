@@ -92,6 +92,7 @@ pub mod policy;
 #[cfg(feature = "libm")]
 pub mod posthoc;
 pub mod schedule;
+pub mod segment;
 pub mod store;
 pub mod swa;
 pub mod swalr;

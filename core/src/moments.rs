@@ -106,7 +106,7 @@ mod sealed {
 /// An element type of [`Moments`]. Sealed.
 pub trait Moment: Copy + core::fmt::Debug + sealed::Sealed + Element {
     /// The value type of the stream.
-    type Param: Copy;
+    type Param: Copy + crate::policy::Input;
     /// The variance's type (f32, or Q31 for fixed point).
     type Var: Copy;
     /// Nothing yet.

@@ -51,7 +51,7 @@ mod sealed {
 /// [`I33F31`]; sealed.
 pub trait SwaAccumulator: Copy + core::fmt::Debug + sealed::Sealed + Element {
     /// The snapshot element type.
-    type Param: Copy;
+    type Param: Copy + crate::policy::Input;
     /// The zero accumulator.
     const ZERO: Self;
     /// The largest count for which the sum stays exact (fixed point) or

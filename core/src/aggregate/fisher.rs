@@ -106,6 +106,42 @@ pub enum FisherInput<'a> {
 }
 
 impl crate::chunk::ChunkInput for FisherInput<'_> {
+    type Elem = f32;
+    fn part(&self, r: core::ops::Range<usize>) -> Self {
+        fn g<'s>(s: &'s [f32], r: &core::ops::Range<usize>) -> &'s [f32] {
+            s.get(r.clone()).unwrap_or(&[])
+        }
+        let r = &r;
+        match *self {
+            FisherInput::Fisher { theta, fisher } => FisherInput::Fisher {
+                theta: g(theta, r),
+                fisher: g(fisher, r),
+            },
+            FisherInput::Delta { theta, base, h } => FisherInput::Delta {
+                theta: g(theta, r),
+                base: g(base, r),
+                h: g(h, r),
+            },
+        }
+    }
+    fn values(&self) -> &[f32] {
+        match *self {
+            FisherInput::Fisher { theta, .. } | FisherInput::Delta { theta, .. } => theta,
+        }
+    }
+    fn check(&self) -> Result<(), Error> {
+        match *self {
+            FisherInput::Fisher { theta, fisher } => {
+                check_f32(theta)?;
+                check_weights(fisher).map(|_| ())
+            }
+            FisherInput::Delta { theta, base, h } => {
+                check_f32(theta)?;
+                check_f32(base)?;
+                check_weights(h).map(|_| ())
+            }
+        }
+    }
     fn chunk_len(&self) -> Result<usize, Error> {
         match *self {
             FisherInput::Fisher { theta, fisher } => {

@@ -64,7 +64,7 @@ impl Drop {
 /// `2⁻¹⁶` LSB). Sealed.
 pub trait TaskAcc: Copy + core::fmt::Debug + Sealed {
     /// The model's element type.
-    type Param: Copy + core::fmt::Debug;
+    type Param: Copy + core::fmt::Debug + crate::policy::Input;
     /// Weights and the scale λ: `f32`, or [`I16F16`] for fixed point.
     type Weight: Copy + core::fmt::Debug;
     /// The zero sum.
@@ -517,13 +517,11 @@ pub struct TiesAcc<T> {
 
 /// Element types of a [`Ties`] merge: f32 (compensated sums) and Q15
 /// (exact). Sealed.
-pub trait TiesElem: Copy + core::fmt::Debug + Sealed {
+pub trait TiesElem: Copy + core::fmt::Debug + Sealed + crate::policy::Input {
     /// The sum type.
     type Sum: Copy + core::fmt::Debug + Default + PartialEq;
     /// The scale λ: f32, or [`I16F16`].
     type Lambda: Copy;
-    #[doc(hidden)]
-    fn check(params: &[Self]) -> Result<(), Error>;
     /// `θ − θ₀` as a magnitude key (ordered like `|θ − θ₀|`) and whether
     /// it is zero.
     #[doc(hidden)]
@@ -537,9 +535,6 @@ pub trait TiesElem: Copy + core::fmt::Debug + Sealed {
 impl TiesElem for f32 {
     type Sum = CompF32;
     type Lambda = f32;
-    fn check(params: &[f32]) -> Result<(), Error> {
-        check_f32(params)
-    }
     fn key(t: f32, b: f32) -> u32 {
         // non-negative f32 order like their bits
         (t - b).abs().to_bits()
@@ -570,9 +565,6 @@ impl TiesElem for f32 {
 impl TiesElem for Q15 {
     type Sum = i64;
     type Lambda = I16F16;
-    fn check(_: &[Q15]) -> Result<(), Error> {
-        Ok(())
-    }
     fn key(t: Q15, b: Q15) -> u32 {
         (i32::from(t.to_bits()) - i32::from(b.to_bits())).unsigned_abs()
     }

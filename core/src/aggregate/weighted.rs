@@ -30,7 +30,7 @@ pub(crate) fn max_abs(xs: &[f32]) -> f32 {
 /// Sealed.
 pub trait WeightedAcc: Copy + core::fmt::Debug + Sealed {
     /// The model's element type.
-    type Param: Copy + core::fmt::Debug;
+    type Param: Copy + core::fmt::Debug + crate::policy::Input;
     /// A model's weight.
     type Weight: Copy + core::fmt::Debug;
     /// The running total of the weights (and, for f32, the overflow guard).

@@ -51,17 +51,23 @@
 //! # Ok::<(), polyak::Error>(())
 //! ```
 
+use core::num::NonZeroUsize;
 use core::ops::Range;
 
 use crate::Error;
 use crate::policy::Input;
+
+/// `⌈x / g⌉` without a panic path.
+fn ceil_div(x: usize, g: NonZeroUsize) -> usize {
+    x / g + usize::from(x % g != 0)
+}
 
 /// Which granules of a buffer a step has covered: `32·W` bits, one per
 /// `granule` elements.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Coverage<const W: usize> {
     bits: [u32; W],
-    granule: usize,
+    granule: NonZeroUsize,
     len: usize,
     covered: usize,
 }
@@ -74,10 +80,8 @@ impl<const W: usize> Coverage<W> {
     /// [`Error::CapacityExceeded`] if `len / granule` (rounded up) exceeds
     /// `32·W`.
     pub fn new(len: usize, granule: usize) -> Result<Self, Error> {
-        if granule == 0 {
-            return Err(Error::InvalidWindow);
-        }
-        if len.div_ceil(granule) > W.saturating_mul(32) {
+        let granule = NonZeroUsize::new(granule).ok_or(Error::InvalidWindow)?;
+        if ceil_div(len, granule) > W.saturating_mul(32) {
             return Err(Error::CapacityExceeded);
         }
         Ok(Self {
@@ -100,7 +104,7 @@ impl<const W: usize> Coverage<W> {
 
     /// Elements per bit.
     pub fn granule(&self) -> usize {
-        self.granule
+        self.granule.get()
     }
 
     /// Elements covered so far.
@@ -132,17 +136,16 @@ impl<const W: usize> Coverage<W> {
         if n == 0 {
             return Ok(());
         }
-        if !offset.is_multiple_of(self.granule) {
+        if offset % self.granule != 0 {
             return Err(Error::ChunkMisaligned { index: offset });
         }
-        if !end.is_multiple_of(self.granule) && end != self.len {
+        if end % self.granule != 0 && end != self.len {
             return Err(Error::ChunkMisaligned { index: end });
         }
-        let g = offset / self.granule;
-        for b in g..end.div_ceil(self.granule) {
+        for b in offset / self.granule..ceil_div(end, self.granule) {
             if self.bit(b) {
                 return Err(Error::ChunkOverlap {
-                    index: b * self.granule,
+                    index: b.saturating_mul(self.granule.get()),
                 });
             }
         }
@@ -158,7 +161,7 @@ impl<const W: usize> Coverage<W> {
         if n == 0 {
             return Ok(());
         }
-        for b in offset / self.granule..(offset + n).div_ceil(self.granule) {
+        for b in offset / self.granule..ceil_div(offset + n, self.granule) {
             if let Some(w) = self.bits.get_mut(b / 32) {
                 *w |= 1 << (b % 32);
             }
@@ -172,10 +175,9 @@ impl<const W: usize> Coverage<W> {
         if self.covered == self.len {
             return None;
         }
-        let granules = self.len.div_ceil(self.granule);
-        (0..granules)
+        (0..ceil_div(self.len, self.granule))
             .find(|&b| !self.bit(b))
-            .map(|b| b * self.granule)
+            .map(|b| b.saturating_mul(self.granule.get()))
     }
 
     /// Forgets every mark.

@@ -469,6 +469,7 @@ impl EmaShadow for CompF32 {
             }
         }
     }
+    #[inline(always)]
     fn step(shadow: &mut [CompF32], params: &[f32], alpha: f32, _: Rounding, _: &mut u32) {
         k::comp_f32(shadow, params, alpha);
     }
@@ -485,6 +486,7 @@ impl EmaShadow for CompF32 {
     fn weight_one() -> CompF32 {
         CompF32::new(1.0)
     }
+    #[inline(always)]
     fn weight_step(w: CompF32, alpha: f32) -> CompF32 {
         k::comp_step(w, 1.0, alpha)
     }
@@ -860,7 +862,7 @@ pub struct EmaPlan<C> {
     action: Action,
     step: Option<C>,
     rng0: u32,
-    rng_end: Option<u32>,
+    pub(crate) rng_end: Option<u32>,
     bad: u64,
 }
 
@@ -1205,11 +1207,14 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>, P: InputPolicy> Ema<A, S, P> {
     fn apply(&mut self, params: &[A::Param], bad: u64) -> Result<(), Error> {
         let mut plan = self.plan()?;
         plan.bad = bad;
-        self.piece(&mut plan, 0, params);
+        // one piece from 0 to the end leaves the generator where the step
+        // ends (so the whole-buffer path needs no jump)
+        plan.rng_end = Some(self.piece_in(&mut plan, 0, 0, params));
         self.commit(plan)
     }
 
     /// What a step does, fixed before any element is touched.
+    #[inline(always)]
     pub(crate) fn plan(&self) -> Result<EmaPlan<A::Coef>, Error> {
         let calls = self.calls.checked_add(1).ok_or(Error::CountOverflow)?;
         let first = self.init == Init::CopyFirst && self.calls == 0;
@@ -1227,7 +1232,8 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>, P: InputPolicy> Ema<A, S, P> {
             calls,
             action,
             step,
-            rng0: *seeded(&mut rng),
+            // (stochastic rounding exists only for fixed point)
+            rng0: if A::FIXED { *seeded(&mut rng) } else { rng },
             rng_end: None,
             bad: 0,
         })
@@ -1237,23 +1243,26 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>, P: InputPolicy> Ema<A, S, P> {
     /// parameters; under `Skip`, bad ones take the element's average).
     fn piece(&mut self, plan: &mut EmaPlan<A::Coef>, offset: usize, params: &[A::Param]) {
         let total = self.len();
-        self.piece_in(plan, total, 0, offset, params);
+        let rng = self.piece_in(plan, 0, offset, params);
+        if A::FIXED && offset.saturating_add(params.len()) == total {
+            plan.rng_end = Some(rng);
+        }
     }
 
-    /// [`piece`](Self::piece) for a model of `total` elements of which
-    /// the shadow holds those from `base` on (a page of a shadow in
-    /// flash, or the whole shadow with `base` 0).
+    /// [`piece`](Self::piece) for a shadow that holds the model's elements
+    /// from `base` on (a page of a shadow in flash, or the whole shadow
+    /// with `base` 0); returns the generator's state after the piece.
+    #[inline(always)]
     pub(crate) fn piece_in(
         &mut self,
         plan: &mut EmaPlan<A::Coef>,
-        total: usize,
         base: usize,
         offset: usize,
         params: &[A::Param],
-    ) {
+    ) -> u32 {
         let step = match plan.action {
             Action::Copy => None,
-            Action::Skip => return,
+            Action::Skip => return plan.rng0,
             Action::Step { .. } => plan.step,
         };
         let at = offset.wrapping_sub(base);
@@ -1262,13 +1271,16 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>, P: InputPolicy> Ema<A, S, P> {
             .as_mut()
             .get_mut(at..at.saturating_add(params.len()))
         else {
-            return;
+            return plan.rng0;
         };
         let debiased = self.init == Init::ZeroDebiased;
         let (filled, weight, rounding) = (self.filled, self.weight, self.rounding);
         // the generator as the whole pass would have it at `offset`
         let mut rng = match (step, rounding) {
-            (Some(_), Rounding::Stochastic { .. }) => xorshift32_jump(plan.rng0, offset as u64),
+            // (stochastic rounding exists only for fixed point)
+            (Some(_), Rounding::Stochastic { .. }) if A::FIXED && offset != 0 => {
+                xorshift32_jump(plan.rng0, offset as u64)
+            }
             _ => plan.rng0,
         };
         if !P::SKIP || !params.iter().any(|x| !A::valid(x)) {
@@ -1297,9 +1309,7 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>, P: InputPolicy> Ema<A, S, P> {
                 }
             }
         }
-        if offset.saturating_add(params.len()) == total {
-            plan.rng_end = Some(rng);
-        }
+        rng
     }
 
     /// Ends a step: the debiasing weight, the generator, the counters.
@@ -1309,11 +1319,12 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>, P: InputPolicy> Ema<A, S, P> {
     }
 
     /// [`commit`](Self::commit) for a model of `total` elements.
+    #[inline(always)]
     pub(crate) fn commit_in(&mut self, plan: EmaPlan<A::Coef>, total: usize) -> Result<(), Error> {
         if let Some(a) = plan.step {
             self.weight = A::weight_step(self.weight, a);
             self.alpha = a;
-            if let Rounding::Stochastic { .. } = self.rounding {
+            if let (true, Rounding::Stochastic { .. }) = (A::FIXED, self.rounding) {
                 self.rng = match plan.rng_end {
                     Some(r) => r,
                     None => xorshift32_jump(plan.rng0, total as u64),

@@ -56,7 +56,7 @@
 //! // a 200-weight model; a page is 256 bytes = 64 f32
 //! let flash = Ram([0xff; 4096]);
 //! let page = Ema::new([0.0f32; 64], 0.9)?;
-//! let mut ema: FlashEma<_, _, _, 1> =
+//! let mut ema: FlashEma<_, _, _, 1, _> =
 //!     FlashEma::open(page, flash, 0, 512, 1024, 200, [0u8; 256]).map_err(|_| polyak::Error::Storage)?;
 //! let weights = [0.5f32; 200];
 //! for _ in 0..3 {
@@ -150,7 +150,7 @@ struct Open<C> {
 /// `S` is the RAM page (the storage of the [`Ema`] passed in, `E / size`
 /// elements for `E`-byte erase sectors), `B` the page of bytes (`E`
 /// bytes), `W` the coverage bitmap's words (`32·W` pages at most).
-pub struct FlashEma<A: EmaShadow, F, S, const W: usize, B = [u8; 0]> {
+pub struct FlashEma<A: EmaShadow, F, S, const W: usize, B> {
     ema: Ema<A, S>,
     flash: F,
     journal: u32,
@@ -388,8 +388,10 @@ where
             self.load(self.bank, p)?
         };
         let mut plan = open.plan;
-        self.ema
-            .piece_in(&mut plan, self.total, offset, offset, params);
+        let rng = self.ema.piece_in(&mut plan, offset, offset, params);
+        if offset.saturating_add(params.len()) == self.total {
+            plan.rng_end = Some(rng);
+        }
         let written = self.store(1 - self.bank, p)?;
         self.cov
             .mark(offset, params.len())
@@ -528,11 +530,10 @@ fn page_digest(p: usize, bytes: &[u8]) -> u32 {
 fn read_words<F: NorFlash>(flash: &mut F, at: u32, buf: &mut [u8]) -> Result<(), F::Error> {
     let r = F::READ_SIZE.max(1);
     let whole = buf.len() / r * r;
-    let (head, tail) = buf.split_at_mut(whole);
-    if !head.is_empty() {
+    if let Some(head) = buf.get_mut(..whole).filter(|h| !h.is_empty()) {
         flash.read(at, head)?;
     }
-    if !tail.is_empty() {
+    if let Some(tail) = buf.get_mut(whole..).filter(|t| !t.is_empty()) {
         let mut tmp = [0u8; crate::store::MAX_WORD];
         let t = tmp.get_mut(..r).unwrap_or(&mut []);
         flash.read(at + whole as u32, t)?;

@@ -16,7 +16,7 @@
 //! | `Skip` | `x₁` | frozen or excluded layers |
 //!
 //! For f32, `Sum` is exact while the sums are integers below 2²⁴ (and is
-//! refused, [`Error::OutOfRange`], past [`F32_LIMIT`](crate::F32_LIMIT));
+//! refused, [`Error::OutOfRange`], past [`F32_LIMIT`]);
 //! for Q15 and Q31 it adds the raw integers (a counter stored in the
 //! parameter buffer as an integer) and refuses to wrap. The average's read
 //! (`read_into`, `finish`, …) fills every element; then

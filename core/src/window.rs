@@ -104,15 +104,16 @@ impl<T: Copy, S: AsRef<[T]> + AsMut<[T]>> WindowStore<T> for RamRing<T, S> {
         self.len
     }
     fn write(&mut self, slot: usize, offset: usize, data: &[T]) -> Result<(), Error> {
-        let start = slot
-            .checked_mul(self.len)
-            .and_then(|s| s.checked_add(offset))
-            .filter(|_| offset.saturating_add(data.len()) <= self.len)
-            .ok_or(Error::InvalidIndex { index: slot })?;
-        let dst = self
-            .buf
-            .as_mut()
-            .get_mut(start..start.saturating_add(data.len()))
+        // within one slot, and the slot within the buffer
+        let end = offset.wrapping_add(data.len());
+        let dst = (end <= self.len && end >= offset)
+            .then(|| slot.checked_mul(self.len))
+            .flatten()
+            .and_then(|s| {
+                self.buf
+                    .as_mut()
+                    .get_mut(s.wrapping_add(offset)..s.wrapping_add(end))
+            })
             .ok_or(Error::InvalidIndex { index: slot })?;
         for (d, s) in dst.iter_mut().zip(data) {
             *d = *s;
@@ -134,6 +135,30 @@ impl<T: Copy, S: AsRef<[T]> + AsMut<[T]>> WindowStore<T> for RamRing<T, S> {
         }
         Ok(())
     }
+}
+
+/// Adds (or subtracts) the snapshot in `slot`, from value `offset` on, to
+/// `sum`, chunk by chunk through a stack buffer.
+fn fold_slot<A: SwaAccumulator, W: WindowStore<A::Param>>(
+    store: &mut W,
+    slot: usize,
+    offset: usize,
+    sum: &mut [A],
+    subtract: bool,
+) -> Result<(), Error> {
+    let mut buf = [A::PARAM_ZERO; CHUNK];
+    let mut at = offset;
+    for acc in sum.chunks_mut(CHUNK) {
+        let chunk = buf.get_mut(..acc.len()).unwrap_or(&mut []);
+        store.read(slot, at, chunk)?;
+        if subtract {
+            A::sub(acc, chunk);
+        } else {
+            A::add(acc, chunk);
+        }
+        at += acc.len();
+    }
+    Ok(())
 }
 
 /// One step of a [`Window`], fixed at its start (see [`crate::chunk`]).
@@ -228,24 +253,6 @@ impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>, W: WindowStore<A::Param>> Wi
         (self.oldest + i) % self.ring
     }
 
-    /// Adds (or subtracts) the snapshot in `slot` to the sum, chunk by
-    /// chunk.
-    fn fold_slot(&mut self, slot: usize, subtract: bool) -> Result<(), Error> {
-        let mut buf = [A::PARAM_ZERO; CHUNK];
-        let mut offset = 0;
-        for acc in self.sum.as_mut().chunks_mut(CHUNK) {
-            let chunk = buf.get_mut(..acc.len()).unwrap_or(&mut []);
-            self.store.read(slot, offset, chunk)?;
-            if subtract {
-                A::sub(acc, chunk);
-            } else {
-                A::add(acc, chunk);
-            }
-            offset += acc.len();
-        }
-        Ok(())
-    }
-
     /// Recomputes the sum from the snapshots in the store.
     ///
     /// # Errors
@@ -256,7 +263,7 @@ impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>, W: WindowStore<A::Param>> Wi
         self.stale = true;
         for i in 0..self.count {
             let slot = self.slot(i);
-            self.fold_slot(slot, false)?;
+            fold_slot::<A, W>(&mut self.store, slot, 0, self.sum.as_mut(), false)?;
         }
         self.stale = false;
         self.since_resum = 0;
@@ -306,29 +313,19 @@ impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>, W: WindowStore<A::Param>> Wi
         params: &[A::Param],
     ) -> Result<(), Error> {
         self.store.write(plan.spare, offset, params)?;
-        let mut buf = [A::PARAM_ZERO; CHUNK];
-        let end = offset.saturating_add(params.len());
-        let Some(sum) = self.sum.as_mut().get_mut(offset..end) else {
-            return Err(Error::LengthMismatch {
-                expected: self.sum.as_ref().len().saturating_sub(offset),
-                found: params.len(),
-            });
-        };
-        if !plan.full {
-            A::add(sum, params);
-            return Ok(());
+        let sum = self
+            .sum
+            .as_mut()
+            .get_mut(offset..offset.wrapping_add(params.len()))
+            .unwrap_or(&mut []);
+        // the oldest snapshot leaves these elements' sums
+        if plan.full
+            && let Err(e) = fold_slot::<A, W>(&mut self.store, plan.oldest, offset, sum, true)
+        {
+            self.stale = true;
+            return Err(e);
         }
-        let mut at = offset;
-        for (acc, x) in sum.chunks_mut(CHUNK).zip(params.chunks(CHUNK)) {
-            let old = buf.get_mut(..acc.len()).unwrap_or(&mut []);
-            if let Err(e) = self.store.read(plan.oldest, at, old) {
-                self.stale = true;
-                return Err(e);
-            }
-            A::sub(acc, old);
-            A::add(acc, x);
-            at += acc.len();
-        }
+        A::add(sum, params);
         Ok(())
     }
 

@@ -65,6 +65,10 @@ mod firmware {
             let stop = parse_stop(args);
             persist(bufs, stop);
         }
+        #[cfg(feature = "paged")]
+        if args.windows(5).any(|w| w == b"paged") {
+            paged(bufs);
+        }
         #[cfg(all(feature = "bench", not(board = "microbit")))]
         if args.windows(5).any(|w| w == b"bench") {
             bench::run();
@@ -349,6 +353,116 @@ mod firmware {
         }
     }
 
+    /// Shadow elements per page of the flash-backed EMA (one 64-byte
+    /// sector of compensated f32).
+    #[cfg(feature = "paged")]
+    const PAGE: usize = 8;
+
+    /// Flash-backed mode: the run of seed 1, with a second f32 EMA of the
+    /// weights whose shadow lives in emulated NOR flash (two banks of
+    /// 64-byte pages and a two-slot journal), updated every step through
+    /// one RAM page in a page order that changes from step to step. It must
+    /// end bit-identical to the RAM EMA; prints the RAM and flash it uses.
+    #[cfg(feature = "paged")]
+    fn paged(bufs: &'static mut Buffers<D>) -> ! {
+        use polyak::paged::FlashEma;
+        use polyak::{CompF32, Ema};
+        type Paged = FlashEma<
+            CompF32,
+            &'static mut flash::PageFlash,
+            &'static mut [CompF32],
+            1,
+            [u8; flash::PAGE_SECTOR],
+        >;
+        let (Some(page), Some(pflash)) = (
+            cortex_m::singleton!(: [CompF32; PAGE] = [CompF32::ZERO; PAGE]),
+            cortex_m::singleton!(: flash::PageFlash = flash::PageFlash([0xFF; flash::PAGE_FLASH])),
+        ) else {
+            exit(false)
+        };
+        let cfg = Config::new(1);
+        let sim = SimSensor::<D>::new(cfg.seed, cfg.noise);
+        let w_star = *sim.w_star();
+        let Ok(mut sensor) = Sensor::new(sim) else {
+            exit(false)
+        };
+        let Ok(mut trainer) = Trainer::new(&cfg, bufs) else {
+            exit(false)
+        };
+        let Ok(ema) = Ema::new(&mut page[..], trainer.beta()) else {
+            exit(false)
+        };
+        // journal: two 256-byte slots; banks after them
+        let journal_slot = 256;
+        let opened: Result<Paged, _> = FlashEma::open(
+            ema,
+            pflash,
+            0,
+            journal_slot,
+            2 * journal_slot,
+            D,
+            [0u8; flash::PAGE_SECTOR],
+        );
+        let Ok(mut fe) = opened else {
+            defmt::println!("error paged open failed");
+            exit(false)
+        };
+        let pages = D / PAGE;
+        while !trainer.done() {
+            if trainer.advance(&mut sensor, &w_star, |_| {}).is_err() {
+                defmt::println!("error seed=1 training failed");
+                exit(false);
+            }
+            let step = trainer.step() as usize;
+            let w = trainer.weights();
+            let mut ok = fe.begin().is_ok();
+            for k in 0..pages {
+                // a different page order every step
+                let p = if step.is_multiple_of(2) {
+                    (step + k) % pages
+                } else {
+                    (step + pages - k) % pages
+                };
+                let r = p * PAGE..(p + 1) * PAGE;
+                ok &= w
+                    .get(r.clone())
+                    .is_some_and(|x| fe.update_page(r.start, x).is_ok());
+            }
+            if !(ok && fe.finish().is_ok()) {
+                defmt::println!("error paged step {=usize} failed", step);
+                exit(false);
+            }
+        }
+        let Ok(summary) = trainer.summary::<()>() else {
+            exit(false)
+        };
+        let mut avg = [0.0f32; D];
+        for p in 0..pages {
+            let r = p * PAGE..(p + 1) * PAGE;
+            let ok = avg
+                .get_mut(r.clone())
+                .is_some_and(|o| fe.read_page(r.start, o).is_ok());
+            if !ok {
+                exit(false);
+            }
+        }
+        let sum = demo::fnv1a(avg.iter().map(|x| x.to_bits()));
+        let same = sum == summary.checksums.ema && fe.verify().is_ok();
+        let ram = core::mem::size_of::<Paged>() + core::mem::size_of::<[CompF32; PAGE]>();
+        defmt::println!(
+            "paged ema={=u32:#010x} same_as_ram={=bool} steps={=u64} weights={=usize} page={=usize}B pages={=usize} ram={=usize}B flash={=usize}B",
+            sum,
+            same,
+            fe.steps(),
+            D,
+            flash::PAGE_SECTOR,
+            pages,
+            ram,
+            flash::PAGE_FLASH
+        );
+        exit(same)
+    }
+
     #[allow(unsafe_code)]
     // SAFETY: cortex-m-rt requires the HardFault handler to be an `unsafe
     // fn`; this one only reads the stacked frame it is given and exits.
@@ -451,6 +565,67 @@ mod firmware {
 
         /// The flash contents.
         pub struct RamFlash(pub [u8; SIZE]);
+
+        /// Sector size of the flash that holds the paged EMA's shadow.
+        #[cfg(feature = "paged")]
+        pub const PAGE_SECTOR: usize = 64;
+        /// Its size: a two-slot journal (2 × 256 B) and two banks of the
+        /// shadow (2 × 4 pages of 64 B for 32 weights).
+        #[cfg(feature = "paged")]
+        pub const PAGE_FLASH: usize = 1024;
+
+        /// A second emulated NOR flash with small sectors, for the paged
+        /// EMA (in RAM; it does not survive a restart).
+        #[cfg(feature = "paged")]
+        pub struct PageFlash(pub [u8; PAGE_FLASH]);
+
+        #[cfg(feature = "paged")]
+        impl ErrorType for PageFlash {
+            type Error = FlashError;
+        }
+
+        #[cfg(feature = "paged")]
+        impl ReadNorFlash for PageFlash {
+            const READ_SIZE: usize = 1;
+            fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), FlashError> {
+                let start = offset as usize;
+                let src = self
+                    .0
+                    .get(start..start.saturating_add(bytes.len()))
+                    .ok_or(FlashError)?;
+                for (d, s) in bytes.iter_mut().zip(src) {
+                    *d = *s;
+                }
+                Ok(())
+            }
+            fn capacity(&self) -> usize {
+                PAGE_FLASH
+            }
+        }
+
+        #[cfg(feature = "paged")]
+        impl NorFlash for PageFlash {
+            const WRITE_SIZE: usize = 4;
+            const ERASE_SIZE: usize = PAGE_SECTOR;
+            fn erase(&mut self, from: u32, to: u32) -> Result<(), FlashError> {
+                self.0
+                    .get_mut(from as usize..to as usize)
+                    .ok_or(FlashError)?
+                    .fill(0xFF);
+                Ok(())
+            }
+            fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), FlashError> {
+                let start = offset as usize;
+                let dst = self
+                    .0
+                    .get_mut(start..start.saturating_add(bytes.len()))
+                    .ok_or(FlashError)?;
+                for (d, s) in dst.iter_mut().zip(bytes) {
+                    *d &= *s; // NOR: bits only go from 1 to 0
+                }
+                Ok(())
+            }
+        }
 
         /// Out of bounds or misaligned.
         #[derive(Debug)]

@@ -23,7 +23,7 @@ use embedded_hal::i2c::I2c;
 use polyak::codec::{ByteSink, ByteSource, Decoder, Encoder, Header, Kind, Persist, nested_len};
 use polyak::moments::MomentF32;
 use polyak::window::RamRing;
-use polyak::{CompF32, I1F31, I49F15, Q15};
+use polyak::{Checked, CompF32, I1F31, I49F15, Q15};
 
 use self::ops::{EmaComp, EmaQ15, Stats, Swa32, WinQ15};
 
@@ -216,7 +216,7 @@ impl<const D: usize> Default for Buffers<D> {
 pub mod ops {
     use polyak::moments::{MomentF32, Moments};
     use polyak::window::{RamRing, Window};
-    use polyak::{CompF32, Ema, Error, I1F31, I49F15, Q15, Swa};
+    use polyak::{Checked, CompF32, Ema, Error, I1F31, I49F15, Q15, Swa};
 
     /// Compensated f32 EMA over a borrowed buffer.
     pub type EmaComp<'a> = Ema<CompF32, &'a mut [CompF32]>;
@@ -229,10 +229,11 @@ pub mod ops {
     /// Per-channel activation statistics of one channel.
     pub type Stats = Moments<MomentF32, [MomentF32; 1]>;
 
-    /// `Ema<CompF32>::update`.
+    /// `Ema<CompF32>::update_checked` (the step's weights are checked
+    /// once, by [`Checked::new`], for every f32 averager).
     #[inline(never)]
-    pub fn ema_comp_update(e: &mut EmaComp<'_>, w: &[f32]) -> Result<(), Error> {
-        e.update(w)
+    pub fn ema_comp_update(e: &mut EmaComp<'_>, w: Checked<'_, f32>) -> Result<(), Error> {
+        e.update_checked(w)
     }
     /// `Ema<CompF32>::read_into` (also Switch EMA's `switch_into`).
     #[inline(never)]
@@ -249,10 +250,10 @@ pub mod ops {
     pub fn ema_q15_read(e: &EmaQ15<'_>, out: &mut [Q15]) -> Result<(), Error> {
         e.read_into(out)
     }
-    /// `Swa<CompF32>::update`.
+    /// `Swa<CompF32>::update_checked`.
     #[inline(never)]
-    pub fn swa_update(s: &mut Swa32<'_>, w: &[f32]) -> Result<(), Error> {
-        s.update(w)
+    pub fn swa_update(s: &mut Swa32<'_>, w: Checked<'_, f32>) -> Result<(), Error> {
+        s.update_checked(w)
     }
     /// `Swa<CompF32>::read_into`.
     #[inline(never)]
@@ -368,6 +369,16 @@ impl<'b, const D: usize> Trainer<'b, D> {
         self.step
     }
 
+    /// The SGD weights (what every averager of the step was given).
+    pub fn weights(&self) -> &[f32; D] {
+        self.w
+    }
+
+    /// The β of the averages.
+    pub fn beta(&self) -> f32 {
+        self.cfg.beta
+    }
+
     /// Whether every step of the run is done.
     pub fn done(&self) -> bool {
         self.step >= self.cfg.steps
@@ -389,13 +400,15 @@ impl<'b, const D: usize> Trainer<'b, D> {
         let y = sensor.read_sample(self.x).map_err(RunError::Sensor)?;
         sgd(self.w, self.x, y, cfg.lr);
         sgd(self.w_switch, self.x, y, cfg.lr);
-        ops::ema_comp_update(&mut self.ema, self.w)?;
+        // the step's weights, checked once for every f32 averager
+        let w = Checked::new(&self.w[..])?;
+        ops::ema_comp_update(&mut self.ema, w)?;
         self.q15_saturated += to_q15(self.w, self.q);
         ops::ema_q15_update(&mut self.ema_q15, self.q)?;
         if step > cfg.steps / 2 {
-            ops::swa_update(&mut self.swa, self.w)?;
+            ops::swa_update(&mut self.swa, w)?;
         }
-        ops::ema_comp_update(&mut self.switch_ema, self.w_switch)?;
+        ops::ema_comp_update(&mut self.switch_ema, Checked::new(&self.w_switch[..])?)?;
         if step.checked_rem(cfg.window_every) == Some(0) {
             ops::window_update(&mut self.window, self.q)?;
         }

@@ -135,6 +135,42 @@ pub(crate) fn check_persistence(elf: &std::path::PathBuf, timeout: std::time::Du
     Ok(())
 }
 
+/// The flash-backed EMA: the firmware's `paged` mode keeps a second f32
+/// EMA of seed 1's weights in emulated NOR flash, updated page by page
+/// through one RAM page; it must end with the RAM EMA's checksum (which
+/// the host recomputes), and it reports the RAM and flash it used.
+pub(crate) fn check_paged(elf: &std::path::PathBuf, timeout: std::time::Duration) -> Result {
+    let board = Board::Mps2An386;
+    let dir = crate::root().join("target").join("paged-e2e");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let out = firmware::run_qemu_with(board, elf, timeout, &dir, "paged")?;
+    let line = out
+        .lines
+        .iter()
+        .find(|l| l.starts_with("paged "))
+        .cloned()
+        .ok_or_else(|| {
+            format!(
+                "no `paged` line: {:?}\n{}",
+                out.exit_code,
+                out.lines.join("\n")
+            )
+        })?;
+    let rec = Record::parse(&line);
+    let host = host_checksums(board, 1)?;
+    if out.exit_code != Some(0)
+        || rec.get("same_as_ram") != "true"
+        || rec.get("ema") != format!("{:#010x}", host.ema)
+    {
+        return Err(format!(
+            "flash-backed EMA differs from the RAM EMA (host {:#010x}): {line}",
+            host.ema
+        ));
+    }
+    println!("  {line}");
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

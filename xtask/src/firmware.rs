@@ -106,6 +106,11 @@ pub(crate) fn build_bench(board: Board) -> Result<PathBuf> {
     build_with(board, true, Some("bench"))
 }
 
+/// The release firmware with the flash-backed EMA mode.
+pub(crate) fn build_paged(board: Board) -> Result<PathBuf> {
+    build_with(board, true, Some("paged"))
+}
+
 fn build_with(board: Board, release: bool, feature: Option<&str>) -> Result<PathBuf> {
     ensure_targets(&[board.target()])?;
     let target_dir = match feature {

@@ -232,6 +232,12 @@ fn test() -> Result {
         Board::Mps2An386.name()
     );
     e2e::check_persistence(&elf, QEMU_TIMEOUT)?;
+    eprintln!(
+        "\n== QEMU flash-backed EMA: the shadow in emulated flash, one RAM page ({})",
+        Board::Mps2An386.name()
+    );
+    let paged = firmware::build_paged(Board::Mps2An386)?;
+    e2e::check_paged(&paged, QEMU_TIMEOUT)?;
 
     // The release firmware links a panic handler that cannot be linked, so
     // building it proves the kernels it uses are free of panic paths.

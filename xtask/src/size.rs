@@ -47,11 +47,14 @@ fn is_setup(name: &str) -> bool {
 }
 
 /// Whether a symbol belongs to saving and restoring state (the codec, the
-/// flash store, the firmware's checkpoint) rather than to averaging.
+/// flash store and the flash-backed EMA's paging, the firmware's
+/// checkpoint) rather than to averaging.
 fn is_persistence(name: &str) -> bool {
     [
         "codec",
         "store::",
+        "paged::",
+        "chunk::",
         "Persist",
         "Checkpoint",
         "Crc32",
@@ -176,7 +179,7 @@ pub(crate) fn print(board: Board, r: &Report) {
         r.kernel_total()
     );
     println!(
-        "  {:<52} {:>6}  ({} symbols: codec, store, checkpoint)",
+        "  {:<52} {:>6}  ({} symbols: codec, store, paging, checkpoint)",
         "persistence (save and restore, not a kernel)",
         r.persistence_total(),
         r.persistence.len()

@@ -38,6 +38,7 @@ pub(crate) fn comp_step(s: CompF32, x: f32, alpha: f32) -> CompF32 {
 }
 
 /// Compensated f32 (`hi + lo` pairs).
+#[inline(always)]
 pub(crate) fn comp_f32(s: &mut [CompF32], x: &[f32], alpha: f32) {
     for (s, &x) in s.iter_mut().zip(x) {
         *s = comp_step(*s, x, alpha);

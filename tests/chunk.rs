@@ -341,6 +341,33 @@ proptest! {
             |c, t, r| c.update_chunk(r.start, (&xs[t][r.clone()], &qbase[r])), record)?;
     }
 
+    #[test]
+    fn q31_forms_chunked_are_whole(xq in steps(q31_value), seed in any::<u64>()) {
+        let n = xq[0].len();
+        let make = || Swa::new(vec![polyak::I33F31::ZERO; n]);
+        check_chunked(make(), make(), (xq.len(), seed),
+            |a, t| a.update(&xq[t]), |_| (), |c, t, r| c.update_chunk(r.start, &xq[t][r]), record)?;
+        let make = || Moments::new(vec![polyak::moments::MomentQ31::ZERO; n]);
+        check_chunked(make(), make(), (xq.len(), seed),
+            |a, t| a.update(&xq[t]), |_| (), |c, t, r| c.update_chunk(r.start, &xq[t][r]), record)?;
+        let make = || WeightedAverage::new(vec![polyak::I33F31::ZERO; n]);
+        check_chunked(make(), make(), (xq.len(), seed),
+            |a, t| a.fold(&xq[t], 3 * t as u32 + 2), |t| 3 * t as u32 + 2, |c, t, r| c.update_chunk(r.start, &xq[t][r]), record)?;
+        let make = || DualAveraging::new(vec![polyak::I33F31::ZERO; n]);
+        check_chunked(make(), make(), (xq.len(), seed),
+            |a, t| a.add(&xq[t]), |_| (), |c, t, r| c.update_chunk(r.start, &xq[t][r]), record)?;
+        let base: Vec<polyak::Q31> = (0..n).map(|i| polyak::Q31::from_bits((i as i32).wrapping_mul(0x0123_4567))).collect();
+        let drop = |t: usize| Drop { rate: 0.3, seed: 5, model: t as u32 };
+        let w = I16F16::from_num(-0.5);
+        let make = || TaskArithmetic::new(vec![0i128; n]);
+        check_chunked(make(), make(), (xq.len(), seed),
+            |a, t| a.fold_dare(&xq[t], &base, w, drop(t)), |t| (w, Some(drop(t))),
+            |c, t, r| c.update_chunk(r.start, (&xq[t][r.clone()], &base[r])), record)?;
+        let make = || Window::new(vec![polyak::I33F31::ZERO; n], RamRing::new(vec![polyak::Q31::ZERO; 3 * n], n).unwrap(), 2).unwrap();
+        check_chunked(make(), make(), (xq.len(), seed),
+            |a, t| a.update(&xq[t]), |_| (), |c, t, r| c.update_chunk(r.start, &xq[t][r]), record)?;
+    }
+
     /// The robust statistics are functions of the models' values element by
     /// element: a page of each model gives that page of the result.
     #[test]

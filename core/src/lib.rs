@@ -9,7 +9,12 @@
 //! - [`Swa`]: stochastic weight averaging, an exact (fixed point) or
 //!   compensated (f32) sum divided by the count when read.
 //! - [`merge`]: weighted averages of whole models (FedAvg, soups) and
-//!   interpolation (WiSE-FT).
+//!   interpolation (WiSE-FT); [`aggregate`]: the same and more, streamed
+//!   one model at a time.
+//! - [`chunk`]: any step of any of them in chunks (pages), in any order;
+//!   [`paged`]: an EMA whose shadow lives in NOR flash; [`segment`]:
+//!   per-segment policies (weights averaged, counters summed, statistics
+//!   copied).
 //!
 //! Every operation states its rounding, its overflow behaviour and its error
 //! bound against the exact (f64) result, and the host test suite asserts

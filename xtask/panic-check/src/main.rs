@@ -15,17 +15,22 @@ use embedded_storage::nor_flash::{
     ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash,
 };
 use panic_never as _;
+use polyak::aggregate::FisherInput;
 use polyak::aggregate::{
     Drop, DualAcc, DualAveraging, Fisher, FisherAcc, MaskedAverage, Participation, Robust, TaskAcc,
     TaskArithmetic, Ties, TiesAcc, TiesElem, VarianceCorrected, WeightedAcc, WeightedAverage,
     median, trimmed_mean,
 };
+use polyak::chunk::{Chunkable, Chunked};
 use polyak::codec::{Element, Persist, crc32};
 use polyak::layout::Layout;
+use polyak::layout::Policy;
 use polyak::moments::{Moment, MomentF32, MomentQ15, MomentQ31, Moments, Normal};
 use polyak::naswa::{Naswa, NormAcc, NormScope};
+use polyak::paged::FlashEma;
 use polyak::posthoc::{PostHoc, SnapshotMeta, SnapshotSink};
 use polyak::schedule::{Decay, Schedule, gamma_to_sigma_rel, sigma_rel_to_gamma};
+use polyak::segment::Segmented;
 use polyak::store::Store;
 use polyak::swalr::{Anneal, Rate, SwaSchedule};
 use polyak::window::{RamRing, Window};
@@ -35,6 +40,125 @@ use polyak::{
 };
 
 const N: usize = 16;
+
+/// Gives `x` to `c` as one step in two chunks, second first (and an
+/// overlapping, a misaligned and a missing chunk on the way).
+#[cfg(feature = "chunk")]
+fn two_chunks<A: 'static, T>(c: &mut Chunked<A, 1>, args: A::Args, x: &[T])
+where
+    A: for<'a> Chunkable<Input<'a> = &'a [T]>,
+{
+    let half = black_box(x.len() / 2);
+    let _ = black_box(c.begin(args));
+    for _ in 0..A::PASSES {
+        let _ = black_box(c.update_chunk(half, x.get(half..).unwrap_or(&[])));
+        let _ = black_box(c.update_chunk(black_box(1), x));
+        let _ = black_box(c.finish());
+        let _ = black_box(c.update_chunk(0, x.get(..half).unwrap_or(&[])));
+        let _ = black_box(c.finish());
+    }
+    let _ = black_box(c.abort());
+    black_box((c.covered(), c.in_step(), c.coverage().missing()));
+    let _ = black_box(c.get().map(|_| ()));
+}
+
+/// Chunked steps, per-segment policies and the flash-backed EMA.
+#[cfg(feature = "chunk")]
+fn chunked(pf: &[f32; N], p15: &[Q15; N], of: &mut [f32; N], bytes: &mut [u8]) {
+    let granule = black_box(4);
+    if let Ok(e) =
+        Ema::new([I1F31::ZERO; N], black_box(0.9)).and_then(|e| e.with_rounding(rounding()))
+    {
+        if let Ok(mut c) = Chunked::<_, 1>::new(e, granule) {
+            two_chunks(&mut c, (), p15);
+        }
+    }
+    if let Ok(mut c) =
+        Chunked::<_, 1>::new(Swa::new([CompF32::ZERO; N]).with_policy::<Skip>(), granule)
+    {
+        two_chunks(&mut c, (), pf);
+    }
+    if let Ok(layout) = Layout::<2>::single("w", black_box(N)) {
+        if let Ok(n) = Naswa::new(
+            [CompF32::ZERO; N],
+            layout,
+            black_box(0.2),
+            NormScope::Overall,
+        ) {
+            if let Ok(mut c) = Chunked::<_, 1>::new(n, granule) {
+                two_chunks(&mut c, (), pf);
+            }
+        }
+    }
+    let w = WeightedAverage::new([I49F15::ZERO; N]);
+    if let Ok(mut c) = Chunked::<_, 1>::new(w.clone(), granule) {
+        two_chunks(&mut c, black_box(3u32), p15);
+    }
+    let t = Ties::<f32, _>::new([TiesAcc::default(); N]);
+    if let Ok(mut c) = Chunked::<_, 1>::new(t, granule) {
+        let _ = black_box(c.begin(black_box(0.5)));
+        for _ in 0..5 {
+            let _ = black_box(c.update_chunk(0, (&pf[..], &pf[..])));
+            let _ = black_box(c.finish());
+        }
+    }
+    if let Ok(f) = Fisher::new([FisherAcc::ZERO; N], black_box(0.01)) {
+        if let Ok(mut c) = Chunked::<_, 1>::new(f, granule) {
+            let _ = black_box(c.begin(()));
+            let _ = black_box(c.update_chunk(
+                0,
+                FisherInput::Fisher {
+                    theta: &pf[..],
+                    fisher: &pf[..],
+                },
+            ));
+            let _ = black_box(c.finish());
+        }
+    }
+    // per-segment policies
+    let mut layout: Layout<3> = Layout::new();
+    let _ = layout.push("w", black_box(N - 2));
+    let _ = layout.push_with("stats", 1, Policy::CopyLatest);
+    let _ = layout.push_with("count", 1, Policy::Sum);
+    if let Ok(e) = Ema::new([CompF32::ZERO; N], black_box(0.9)) {
+        if let Ok(mut s) = Segmented::new(e, layout.clone(), [0.0f32; 2]) {
+            let _ = black_box(s.update((), pf));
+            let _ = black_box(s.fill_into(&mut *of));
+            black_box((s.kept().len(), s.steps(), s.layout().kept_len()));
+        }
+    }
+    if let Ok(mut s) = Segmented::new(w, layout, [Q15::ZERO; 2]) {
+        let _ = black_box(s.update(black_box(2u32), p15));
+        if let Ok(mut c) = Chunked::<_, 1>::new(s, granule) {
+            two_chunks(&mut c, black_box(1u32), p15);
+        }
+    }
+    // the flash-backed EMA over a RAM flash (256-byte sectors)
+    if let Ok(page) = Ema::new([0.0f32; 64], black_box(0.9)) {
+        let flash = RamFlash([0xFF; 4096]);
+        let opened: Result<FlashEma<f32, RamFlash, [f32; 64], 1, [u8; 256]>, _> =
+            FlashEma::open(page, flash, 0, 512, 1024, black_box(100), [0u8; 256]);
+        if let Ok(mut e) = opened {
+            let x = [black_box(0.5f32); 64];
+            let _ = black_box(e.begin());
+            let _ = black_box(e.update_page(black_box(64), x.get(..36).unwrap_or(&[])));
+            let _ = black_box(e.update_page(0, &x));
+            let _ = black_box(e.finish());
+            let mut out = [0.0f32; 64];
+            let _ = black_box(e.read_page(black_box(64), out.get_mut(..36).unwrap_or(&mut [])));
+            let _ = black_box(e.verify());
+            let _ = black_box(e.abort());
+            black_box((
+                e.steps(),
+                e.page_len(),
+                e.len(),
+                e.in_step(),
+                e.ema().alpha(),
+            ));
+        }
+    }
+    let _ = black_box(bytes.len());
+}
 
 /// A schedule the optimiser cannot predict.
 fn schedule() -> Schedule {
@@ -656,6 +780,9 @@ fn main() -> ! {
             p.reset();
         }
     }
+
+    #[cfg(feature = "chunk")]
+    chunked(&pf, &p15, &mut of, &mut bytes);
 
     // errors render without panicking
     #[cfg(feature = "errors")]

@@ -44,9 +44,9 @@ const N: usize = 16;
 /// Gives `x` to `c` as one step in two chunks, second first (and an
 /// overlapping, a misaligned and a missing chunk on the way).
 #[cfg(feature = "chunk")]
-fn two_chunks<A: 'static, T>(c: &mut Chunked<A, 1>, args: A::Args, x: &[T])
+fn two_chunks<A, T>(c: &mut Chunked<A, 1>, args: A::Args, x: &[T])
 where
-    A: for<'a> Chunkable<Input<'a> = &'a [T]>,
+    A: 'static + for<'a> Chunkable<Input<'a> = &'a [T]>,
 {
     let half = black_box(x.len() / 2);
     let _ = black_box(c.begin(args));
@@ -68,27 +68,25 @@ fn chunked(pf: &[f32; N], p15: &[Q15; N], of: &mut [f32; N], bytes: &mut [u8]) {
     let granule = black_box(4);
     if let Ok(e) =
         Ema::new([I1F31::ZERO; N], black_box(0.9)).and_then(|e| e.with_rounding(rounding()))
+        && let Ok(mut c) = Chunked::<_, 1>::new(e, granule)
     {
-        if let Ok(mut c) = Chunked::<_, 1>::new(e, granule) {
-            two_chunks(&mut c, (), p15);
-        }
+        two_chunks(&mut c, (), p15);
     }
     if let Ok(mut c) =
         Chunked::<_, 1>::new(Swa::new([CompF32::ZERO; N]).with_policy::<Skip>(), granule)
     {
         two_chunks(&mut c, (), pf);
     }
-    if let Ok(layout) = Layout::<2>::single("w", black_box(N)) {
-        if let Ok(n) = Naswa::new(
+    if let Ok(layout) = Layout::<2>::single("w", black_box(N))
+        && let Ok(n) = Naswa::new(
             [CompF32::ZERO; N],
             layout,
             black_box(0.2),
             NormScope::Overall,
-        ) {
-            if let Ok(mut c) = Chunked::<_, 1>::new(n, granule) {
-                two_chunks(&mut c, (), pf);
-            }
-        }
+        )
+        && let Ok(mut c) = Chunked::<_, 1>::new(n, granule)
+    {
+        two_chunks(&mut c, (), pf);
     }
     let w = WeightedAverage::new([I49F15::ZERO; N]);
     if let Ok(mut c) = Chunked::<_, 1>::new(w.clone(), granule) {
@@ -102,30 +100,30 @@ fn chunked(pf: &[f32; N], p15: &[Q15; N], of: &mut [f32; N], bytes: &mut [u8]) {
             let _ = black_box(c.finish());
         }
     }
-    if let Ok(f) = Fisher::new([FisherAcc::ZERO; N], black_box(0.01)) {
-        if let Ok(mut c) = Chunked::<_, 1>::new(f, granule) {
-            let _ = black_box(c.begin(()));
-            let _ = black_box(c.update_chunk(
-                0,
-                FisherInput::Fisher {
-                    theta: &pf[..],
-                    fisher: &pf[..],
-                },
-            ));
-            let _ = black_box(c.finish());
-        }
+    if let Ok(f) = Fisher::new([FisherAcc::ZERO; N], black_box(0.01))
+        && let Ok(mut c) = Chunked::<_, 1>::new(f, granule)
+    {
+        let _ = black_box(c.begin(()));
+        let _ = black_box(c.update_chunk(
+            0,
+            FisherInput::Fisher {
+                theta: &pf[..],
+                fisher: &pf[..],
+            },
+        ));
+        let _ = black_box(c.finish());
     }
     // per-segment policies
     let mut layout: Layout<3> = Layout::new();
     let _ = layout.push("w", black_box(N - 2));
     let _ = layout.push_with("stats", 1, Policy::CopyLatest);
     let _ = layout.push_with("count", 1, Policy::Sum);
-    if let Ok(e) = Ema::new([CompF32::ZERO; N], black_box(0.9)) {
-        if let Ok(mut s) = Segmented::new(e, layout.clone(), [0.0f32; 2]) {
-            let _ = black_box(s.update((), pf));
-            let _ = black_box(s.fill_into(&mut *of));
-            black_box((s.kept().len(), s.steps(), s.layout().kept_len()));
-        }
+    if let Ok(e) = Ema::new([CompF32::ZERO; N], black_box(0.9))
+        && let Ok(mut s) = Segmented::new(e, layout.clone(), [0.0f32; 2])
+    {
+        let _ = black_box(s.update((), pf));
+        let _ = black_box(s.fill_into(&mut *of));
+        black_box((s.kept().len(), s.steps(), s.layout().kept_len()));
     }
     if let Ok(mut s) = Segmented::new(w, layout, [Q15::ZERO; 2]) {
         let _ = black_box(s.update(black_box(2u32), p15));

@@ -477,3 +477,39 @@ fn weights_statistics_and_a_counter_end_to_end() {
     assert_eq!(ta.kept()[..2 * D], clients[3].p[D + 1..N - 1]);
     assert_eq!(ta.kept()[2 * D], total as f32);
 }
+
+/// A segmented state saves and restores whole (the average, the steps,
+/// the kept values); a record made under other policies is refused and
+/// changes nothing.
+#[test]
+fn segmented_state_round_trips() {
+    use polyak::codec::Persist;
+    let layout = |count: Policy| model_layout(Policy::Average, count);
+    let make = |count| {
+        Segmented::new(
+            Ema::new([CompF32::ZERO; N], 0.9).unwrap(),
+            layout(count),
+            [0.0f32; 1],
+        )
+        .unwrap()
+    };
+    let mut a = make(Policy::Sum);
+    let mut rng = Rng::new(3);
+    for _ in 0..5 {
+        let x: Vec<f32> = (0..N)
+            .map(|i| if i == N - 1 { 1.0 } else { rng.uniform() })
+            .collect();
+        a.update((), &x).unwrap();
+    }
+    let mut rec = vec![0u8; a.encoded_len()];
+    a.encode(&mut rec).unwrap();
+    let mut b = make(Policy::Sum);
+    b.decode(&rec).unwrap();
+    assert_eq!((b.steps(), b.kept()), (5, &[5.0f32][..]));
+    let mut again = vec![0u8; b.encoded_len()];
+    b.encode(&mut again).unwrap();
+    assert_eq!(again, rec);
+    let mut c = make(Policy::Max);
+    assert_eq!(c.decode(&rec), Err(Error::LayoutMismatch));
+    assert_eq!(c.steps(), 0);
+}

@@ -94,6 +94,9 @@ pub enum Kind {
     VarianceCorrected = 15,
     /// The journal record of a [`FlashEma`](crate::paged::FlashEma).
     FlashEma = 16,
+    /// A [`Segmented`](crate::segment::Segmented) averager (the wrapped
+    /// method's record nested, then the step count and the kept values).
+    Segmented = 17,
     /// Kinds from 0x80 up are free for applications (a composite state of
     /// several averagers, say); the element format is then 0 and the
     /// body's length is all in `fields`.

@@ -46,6 +46,9 @@
 //! ```
 
 use crate::chunk::{ChunkInput, Chunkable, whole_step};
+use crate::codec::{
+    ByteSink, ByteSource, Decoder, Element, Encoder, Header, Kind, Persist, nested_len,
+};
 use crate::layout::{Layout, Policy};
 use crate::{Error, F32_LIMIT, Q15, Q31};
 
@@ -327,6 +330,57 @@ where
     fn finish_step(&mut self, plan: Self::Plan) -> Result<(), Error> {
         self.inner.finish_step(plan.inner)?;
         self.steps = self.steps.saturating_add(1);
+        Ok(())
+    }
+}
+
+/// The wrapped method's state (nested), the steps taken and the kept
+/// values; the layout's hash (policies included) is in the header, so a
+/// record made under other policies is refused.
+impl<A, T, V, const C: usize> Persist for Segmented<A, V, C>
+where
+    A: Chunkable + Persist,
+    T: Kept + Element,
+    V: AsRef<[T]> + AsMut<[T]>,
+    for<'a> A::Input<'a>: ChunkInput<Elem = T>,
+{
+    fn header(&self) -> Header {
+        Header {
+            kind: Kind::Segmented as u8,
+            format: T::FORMAT,
+            // the elements are the kept values; the average is nested
+            len: crate::ema::len_u32(self.kept.as_ref().len()),
+            layout: self.layout.hash(),
+            fields: crate::ema::len_u32(nested_len(&self.inner) + 8),
+            members: 1,
+        }
+    }
+
+    fn encode_body<W: ByteSink>(&self, enc: &mut Encoder<'_, W>) -> Result<(), Error> {
+        enc.nested(&self.inner)?;
+        enc.u64(self.steps)?;
+        for k in self.kept.as_ref() {
+            enc.elem(k)?;
+        }
+        Ok(())
+    }
+
+    fn decode_body<R: ByteSource>(
+        &mut self,
+        dec: &mut Decoder<'_, R>,
+        apply: bool,
+    ) -> Result<(), Error> {
+        dec.nested_into(&mut self.inner, apply)?;
+        let steps = dec.u64()?;
+        for slot in self.kept.as_mut() {
+            let v = dec.elem::<T>()?;
+            if apply {
+                *slot = v;
+            }
+        }
+        if apply {
+            self.steps = steps;
+        }
         Ok(())
     }
 }

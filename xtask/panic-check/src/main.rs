@@ -124,6 +124,8 @@ fn chunked(pf: &[f32; N], p15: &[Q15; N], of: &mut [f32; N], bytes: &mut [u8]) {
         let _ = black_box(s.update((), pf));
         let _ = black_box(s.fill_into(&mut *of));
         black_box((s.kept().len(), s.steps(), s.layout().kept_len()));
+        let _ = black_box(s.encode(black_box(&mut *bytes)));
+        let _ = black_box(s.decode(black_box(&*bytes)));
     }
     if let Ok(mut s) = Segmented::new(w, layout, [Q15::ZERO; 2]) {
         let _ = black_box(s.update(black_box(2u32), p15));

@@ -18,10 +18,11 @@ use polyak::aggregate::{
     DualAveraging, Fisher, FisherAcc, Participation, TaskArithmetic, Ties, TiesAcc, WeightedAverage,
 };
 use polyak::codec::Persist;
-use polyak::layout::Layout;
+use polyak::layout::{Layout, Policy};
 use polyak::moments::{MomentF32, MomentQ15, Moments};
 use polyak::naswa::{Naswa, NormScope};
 use polyak::posthoc::PostHoc;
+use polyak::segment::Segmented;
 use polyak::window::{RamRing, Window};
 use polyak::{CompF32, Ema, EmaBank, I1F31, I49F15, Q15, Q31, Swa};
 
@@ -118,6 +119,14 @@ fn decode_once(data: &[u8]) {
             assert!(out.iter().all(|v| v.is_finite()));
         }
     }
+    let mut sg = segmented();
+    if decode_into(&mut sg, data) {
+        let _ = sg.update((), &[1.0, 2.0, 3.0, 1.0]);
+        let mut out = [0.0f32; 4];
+        if sg.inner().read_into(&mut out).is_ok() && sg.fill_into(&mut out).is_ok() {
+            assert!(out.iter().all(|v| v.is_finite()));
+        }
+    }
     let mut ph = posthoc();
     if decode_into(&mut ph, data) {
         let mut sink = crate::posthoc::MemorySink::default();
@@ -191,6 +200,23 @@ fn naswa() -> Naswa<CompF32, [CompF32; 4], 2> {
     let mut layout = Layout::single("a", 2).expect("valid");
     layout.push("b", 2).expect("valid");
     Naswa::new([CompF32::ZERO; 4], layout, 0.25, NormScope::PerSegment).expect("valid")
+}
+
+/// The segmented EMA the decoder target restores into: two averaged
+/// weights, a copied statistic and a summed counter.
+fn segmented() -> Segmented<Ema<CompF32, [CompF32; 4]>, [f32; 2], 3> {
+    let mut layout = Layout::new();
+    layout.push("w", 2).expect("valid");
+    layout
+        .push_with("stat", 1, Policy::CopyLatest)
+        .expect("valid");
+    layout.push_with("count", 1, Policy::Sum).expect("valid");
+    Segmented::new(
+        Ema::new([CompF32::ZERO; 4], 0.9).expect("valid"),
+        layout,
+        [0.0; 2],
+    )
+    .expect("valid")
 }
 
 /// The post-hoc recorder the decoder target restores into.
@@ -405,6 +431,14 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let _ = fi.fold(&[1.0, -1.0, 0.5, 2.0], &[1.0, 2.0, 0.0, 4.0]);
     let mut buf = vec![0u8; fi.encoded_len()];
     let _ = fi.encode(&mut buf);
+    out.push(("decode", buf));
+    // a segmented EMA after three steps
+    let mut sg = segmented();
+    for k in 0..3 {
+        let _ = sg.update((), &[k as f32, -1.0, 0.5 * k as f32, 1.0]);
+    }
+    let mut buf = vec![0u8; sg.encoded_len()];
+    let _ = sg.encode(&mut buf);
     out.push(("decode", buf));
     out
 }

@@ -222,3 +222,72 @@ fn failures_and_bad_input() {
 fn w_store(w: &mut Window<CompF32, [CompF32; 2], Flaky>) -> &mut Flaky {
     w.store_mut()
 }
+
+/// A store that fails its reads after a budget, or every write.
+struct Budget {
+    inner: RamRing<f32, Vec<f32>>,
+    reads_left: Option<u32>,
+    fail_write: bool,
+}
+
+impl WindowStore<f32> for Budget {
+    fn slots(&self) -> usize {
+        self.inner.slots()
+    }
+    fn snapshot_len(&self) -> usize {
+        self.inner.snapshot_len()
+    }
+    fn write(&mut self, slot: usize, offset: usize, data: &[f32]) -> Result<(), Error> {
+        if self.fail_write {
+            return Err(Error::Storage);
+        }
+        self.inner.write(slot, offset, data)
+    }
+    fn read(&mut self, slot: usize, offset: usize, out: &mut [f32]) -> Result<(), Error> {
+        match &mut self.reads_left {
+            Some(0) => return Err(Error::Storage),
+            Some(n) => *n -= 1,
+            None => {}
+        }
+        self.inner.read(slot, offset, out)
+    }
+}
+
+/// In a chunked step, a store that fails to write refuses the chunk and
+/// keeps the step open; one that fails to read ends the step, and the
+/// window re-sums from its store at the next use, back to before the step.
+#[test]
+fn a_store_failure_in_a_chunked_step() {
+    use polyak::chunk::Chunked;
+    let store = Budget {
+        inner: RamRing::new(vec![0.0; 16], 4).unwrap(),
+        reads_left: None,
+        fail_write: false,
+    };
+    let mut w = Window::new([CompF32::ZERO; 4], store, 3).unwrap();
+    for v in [1.0f32, 2.0, 3.0] {
+        w.update(&[-v, -v, v, v]).unwrap();
+    }
+    let mut before = [0.0f32; 4];
+    w.read_into(&mut before).unwrap();
+    // one read left: the first chunk takes it, the second fails
+    w.store_mut().reads_left = Some(1);
+    let mut c: Chunked<_, 1> = Chunked::new(w, 2).unwrap();
+    c.begin(()).unwrap();
+    c.update_chunk(0, &[9.0, 9.0][..]).unwrap();
+    assert_eq!(c.update_chunk(2, &[9.0, 9.0][..]), Err(Error::Storage));
+    assert!(!c.in_step(), "a failed read ends the step");
+    let mut w = c.into_inner();
+    w.store_mut().reads_left = None;
+    let mut after = [0.0f32; 4];
+    w.read_into(&mut after).unwrap();
+    assert_eq!(after, before, "re-summed to the state before the step");
+    assert_eq!(w.count(), 3);
+    // a failed write: the chunk is refused, the step stays open
+    w.store_mut().fail_write = true;
+    let mut c: Chunked<_, 1> = Chunked::new(w, 2).unwrap();
+    c.begin(()).unwrap();
+    assert_eq!(c.update_chunk(0, &[9.0, 9.0][..]), Err(Error::Storage));
+    assert!(c.in_step());
+    assert_eq!(c.abort(), Ok(()));
+}

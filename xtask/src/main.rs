@@ -271,12 +271,22 @@ fn demo(board: Board) -> Result {
     eprintln!("\n== running under qemu-system-arm ({})\n", board.name());
     let out = firmware::run_qemu(board, &elf, QEMU_TIMEOUT)?;
     firmware::print_report(board, &out);
-    match out.exit_code {
-        Some(0) => Ok(()),
-        code => Err(format!(
-            "the firmware reported a failure (exit status {code:?})"
-        )),
+    if out.exit_code != Some(0) {
+        return Err(format!(
+            "the firmware reported a failure (exit status {:?})",
+            out.exit_code
+        ));
     }
+    if board == Board::Mps2An386 {
+        // the same run with the EMA's shadow in emulated flash
+        let paged = firmware::build_paged(board)?;
+        eprintln!(
+            "\n== the EMA's shadow in emulated flash, one RAM page ({})\n",
+            board.name()
+        );
+        e2e::check_paged(&paged, QEMU_TIMEOUT)?;
+    }
+    Ok(())
 }
 
 /// Whether a command runs and succeeds.

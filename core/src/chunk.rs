@@ -248,10 +248,11 @@ impl<T: Input, U: Input> ChunkInput for (&[T], &[U]) {
 
 /// An averager or aggregator whose step can be given in chunks.
 ///
-/// Implemented by every averager and streaming aggregator of the crate;
-/// driven by [`Chunked`] (RAM state) or [`crate::paged`] (state in flash
-/// pages). The methods are the pieces of the whole-buffer call, which is
-/// built from them.
+/// Implemented by every averager and streaming aggregator of the crate,
+/// and by [`Segmented`](crate::segment::Segmented); driven by [`Chunked`].
+/// The methods are the pieces of the whole-buffer call, which is built
+/// from them. (The flash-backed EMA of [`crate::paged`] runs the EMA's
+/// pieces over one RAM page of its shadow.)
 pub trait Chunkable {
     /// One chunk of input.
     type Input<'a>: ChunkInput

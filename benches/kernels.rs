@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use polyak::aggregate::WeightedAverage;
+use polyak::chunk::Chunked;
 use polyak::layout::Layout;
 use polyak::{Checked, CompF32, Ema, EmaBank, I1F31, I2F62, I33F31, I49F15, Q15, Q31, Swa, merge};
 use polyak_host::aligned::AlignedBuf;
@@ -75,6 +76,32 @@ fn kernels(c: &mut Criterion) {
         });
         g.bench_function(BenchmarkId::new("check_f32", n), |b| {
             b.iter(|| Checked::new(black_box(&x)).map(|c| c.as_slice().len()))
+        });
+        // the same EMA step given as 1 KiB pages (256 f32) in a scrambled
+        // order, each page checked, coverage tracked
+        let mut paged: Chunked<_, 2048> =
+            Chunked::new(Ema::new(AlignedBuf::new(n, 0.0f32), 0.999).unwrap(), 256).unwrap();
+        let pages = n / 256;
+        g.bench_function(BenchmarkId::new("ema_f32_pages", n), |b| {
+            b.iter(|| {
+                paged.begin(()).unwrap();
+                for k in 0..pages {
+                    let p = (k * 389) % pages;
+                    let r = p * 256..(p + 1) * 256;
+                    paged.update_chunk(r.start, black_box(&x[r])).unwrap();
+                }
+                paged.finish().unwrap()
+            })
+        });
+        g.bench_function(BenchmarkId::new("ema_f32_pages_in_order", n), |b| {
+            b.iter(|| {
+                paged.begin(()).unwrap();
+                for p in 0..pages {
+                    let r = p * 256..(p + 1) * 256;
+                    paged.update_chunk(r.start, black_box(&x[r])).unwrap();
+                }
+                paged.finish().unwrap()
+            })
         });
         let mut comp = Ema::new(AlignedBuf::new(n, CompF32::ZERO), 0.999).unwrap();
         g.bench_function(BenchmarkId::new("ema_f32_compensated", n), |b| {
@@ -183,6 +210,8 @@ fn report() {
         "copy",
         "ema_f32",
         "ema_f32_checked",
+        "ema_f32_pages",
+        "ema_f32_pages_in_order",
         "check_f32",
         "ema_f32_compensated",
         "ema_q15",
@@ -223,6 +252,18 @@ fn report() {
                 "{} Ki: compensated SWA / running mean = {:.2}",
                 n >> 10,
                 swa / rm
+            );
+        }
+        if let (Some(pages), Some(ordered), Some(whole)) = (
+            estimate("ema_f32_pages", n),
+            estimate("ema_f32_pages_in_order", n),
+            estimate("ema_f32", n),
+        ) {
+            println!(
+                "{} Ki: f32 EMA in 1 KiB pages / whole buffer: in order {:.3}, scrambled {:.3}",
+                n >> 10,
+                ordered / whole,
+                pages / whole
             );
         }
         if let (Some(seg), Some(one)) = (

@@ -180,9 +180,12 @@ impl<const W: usize> Coverage<W> {
             .map(|b| b.saturating_mul(self.granule.get()))
     }
 
-    /// Forgets every mark.
+    /// Forgets every mark (clearing only the words its length uses).
     pub fn clear(&mut self) {
-        self.bits = [0; W];
+        let words = ceil_div(self.len, self.granule).div_ceil(32);
+        for w in self.bits.iter_mut().take(words) {
+            *w = 0;
+        }
         self.covered = 0;
     }
 }

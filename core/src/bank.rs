@@ -37,7 +37,7 @@ use crate::codec::{ByteSink, ByteSource, Decoder, Element, Encoder, Header, Kind
 use crate::ema::{Coefs, EmaShadow, Init, Rounding, check_len, impute, len_u32, mode_bytes};
 use crate::kernel::swa::comp_add;
 use crate::num::round_shift_var_i128;
-use crate::policy::{Checked, Input, InputPolicy, Reject};
+use crate::policy::{Checked, Input, InputPolicy, Reject, screen};
 use crate::schedule::{Action, Schedule};
 use crate::{CompF32, Error, Q15, Q31};
 
@@ -450,12 +450,7 @@ impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize, P: Inpu
     /// error.
     pub fn update(&mut self, params: &[A::Param]) -> Result<(), Error> {
         check_len(self.len(), params.len())?;
-        let bad = if P::SKIP {
-            params.iter().filter(|x| !A::valid(x)).count() as u64
-        } else {
-            A::check(params)?;
-            0
-        };
+        let bad = screen::<P, _>(params, A::valid, A::check)?;
         let mut plan = self.begin()?;
         plan.bad = bad;
         self.piece(&mut plan, 0, params);
@@ -700,11 +695,7 @@ impl<A: EmaShadow, S: AsRef<[[A; K]]> + AsMut<[[A; K]]>, const K: usize, P: Inpu
         offset: usize,
         x: &[A::Param],
     ) -> Result<(), Error> {
-        if P::SKIP {
-            plan.bad += x.iter().filter(|v| !A::valid(v)).count() as u64;
-        } else {
-            A::check(x)?;
-        }
+        plan.bad += screen::<P, _>(x, A::valid, A::check)?;
         self.piece(plan, offset, x);
         Ok(())
     }

@@ -158,8 +158,14 @@ impl<const W: usize> Coverage<W> {
     /// As [`check`](Self::check); nothing is marked on error.
     pub fn mark(&mut self, offset: usize, n: usize) -> Result<(), Error> {
         self.check(offset, n)?;
+        self.set(offset, n);
+        Ok(())
+    }
+
+    /// Marks a range [`check`](Self::check) accepted.
+    pub(crate) fn set(&mut self, offset: usize, n: usize) {
         if n == 0 {
-            return Ok(());
+            return;
         }
         for b in offset / self.granule..ceil_div(offset + n, self.granule) {
             if let Some(w) = self.bits.get_mut(b / 32) {
@@ -167,7 +173,6 @@ impl<const W: usize> Coverage<W> {
             }
         }
         self.covered += n;
-        Ok(())
     }
 
     /// The first element not covered yet, if any.
@@ -449,7 +454,8 @@ impl<A: Chunkable, const W: usize> Chunked<A, W> {
             }
             self.applied = true;
         }
-        self.cov.mark(offset, n)
+        self.cov.set(offset, n);
+        Ok(())
     }
 
     /// Ends the pass: commits the step, or (after a measuring pass) asks

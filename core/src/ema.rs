@@ -71,7 +71,7 @@ use crate::num::{
     Nearest, Stochastic, div_round_i64, div_round_i128, round_shift_i64, round_shift_i128,
     xorshift32_jump,
 };
-use crate::policy::{Checked, Input, InputPolicy, Reject};
+use crate::policy::{Checked, Input, InputPolicy, Reject, screen};
 use crate::schedule::{Action, Schedule};
 use crate::{Error, Q15, Q31};
 
@@ -1179,12 +1179,7 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>, P: InputPolicy> Ema<A, S, P> {
     /// ```
     pub fn update(&mut self, params: &[A::Param]) -> Result<(), Error> {
         check_len(self.len(), params.len())?;
-        let bad = if P::SKIP {
-            params.iter().filter(|x| !A::valid(x)).count() as u64
-        } else {
-            A::check(params)?;
-            0
-        };
+        let bad = screen::<P, _>(params, A::valid, A::check)?;
         self.apply(params, bad)
     }
 
@@ -1467,11 +1462,7 @@ impl<A: EmaShadow, S: AsRef<[A]> + AsMut<[A]>, P: InputPolicy> crate::chunk::Chu
         offset: usize,
         x: &[A::Param],
     ) -> Result<(), Error> {
-        if P::SKIP {
-            plan.bad += x.iter().filter(|v| !A::valid(v)).count() as u64;
-        } else {
-            A::check(x)?;
-        }
+        plan.bad += screen::<P, _>(x, A::valid, A::check)?;
         self.piece(plan, offset, x);
         Ok(())
     }

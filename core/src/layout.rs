@@ -73,6 +73,13 @@ impl Segment {
     }
 }
 
+/// The part of `r` that a chunk of `n` elements at `offset` covers, if
+/// any (as indices of the whole buffer).
+pub(crate) fn overlap(r: Range<usize>, offset: usize, n: usize) -> Option<Range<usize>> {
+    let (lo, hi) = (r.start.max(offset), r.end.min(offset.saturating_add(n)));
+    (lo < hi).then_some(lo..hi)
+}
+
 /// Up to `C` named segments, laid end to end from index 0.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout<const C: usize> {

@@ -45,7 +45,7 @@ use crate::chunk::Chunkable;
 use crate::codec::{ByteSink, ByteSource, Decoder, Encoder, Header, Kind, Persist, nested_len};
 use crate::ema::len_u32;
 use crate::exact::ExactSum;
-use crate::layout::Layout;
+use crate::layout::{Layout, overlap};
 use crate::swa::{Swa, SwaAccumulator};
 use crate::{CompF32, Error, I33F31, I49F15};
 
@@ -236,12 +236,13 @@ impl<A: NormAcc, S: AsRef<[A]> + AsMut<[A]>, const C: usize> crate::chunk::Chunk
         A::check(x)?;
         let n = self.swa.count();
         let acc = self.swa.accumulator();
-        let end = offset.saturating_add(x.len());
         for (g, r) in self.groups().enumerate() {
-            let (lo, hi) = (r.start.max(offset), r.end.min(end));
+            let Some(o) = overlap(r, offset, x.len()) else {
+                continue;
+            };
             let (Some(xs), Some(ms), Some(x2), Some(m2)) = (
-                x.get(lo.saturating_sub(offset)..hi.saturating_sub(offset)),
-                acc.get(lo..hi.max(lo)),
+                x.get(o.start - offset..o.end - offset),
+                acc.get(o),
                 plan.x2.get_mut(g),
                 plan.m2.get_mut(g),
             ) else {

@@ -305,7 +305,7 @@ where
         let n = self.page_bytes(p);
         let at = self.bank_base(bank) + (p * F::ERASE_SIZE) as u32;
         let buf = self.bytes.as_mut().get_mut(..n).unwrap_or(&mut []);
-        read_words(&mut self.flash, at, buf).map_err(StoreError::Flash)?;
+        crate::store::read_aligned(&mut self.flash, at, buf).map_err(StoreError::Flash)?;
         for (e, b) in self.ema.shadow_mut().iter_mut().zip(buf.chunks(A::SIZE)) {
             *e = A::get(b).ok_or(StoreError::State(Error::InvalidState))?;
         }
@@ -393,9 +393,7 @@ where
             plan.rng_end = Some(rng);
         }
         let written = self.store(1 - self.bank, p)?;
-        self.cov
-            .mark(offset, params.len())
-            .map_err(StoreError::State)?;
+        self.cov.set(offset, params.len());
         self.open = Some(Open {
             plan,
             read: open.read ^ read,
@@ -523,23 +521,4 @@ fn page_digest(p: usize, bytes: &[u8]) -> u32 {
     c.update(&(p as u64).to_le_bytes());
     c.update(bytes);
     c.finish()
-}
-
-/// Reads `buf` in whole `READ_SIZE` words (a page's bytes start on an
-/// erase boundary; the tail goes through a small buffer).
-fn read_words<F: NorFlash>(flash: &mut F, at: u32, buf: &mut [u8]) -> Result<(), F::Error> {
-    let r = F::READ_SIZE.max(1);
-    let whole = buf.len() / r * r;
-    if let Some(head) = buf.get_mut(..whole).filter(|h| !h.is_empty()) {
-        flash.read(at, head)?;
-    }
-    if let Some(tail) = buf.get_mut(whole..).filter(|t| !t.is_empty()) {
-        let mut tmp = [0u8; crate::store::MAX_WORD];
-        let t = tmp.get_mut(..r).unwrap_or(&mut []);
-        flash.read(at + whole as u32, t)?;
-        for (d, s) in tail.iter_mut().zip(t.iter()) {
-            *d = *s;
-        }
-    }
-    Ok(())
 }

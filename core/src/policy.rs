@@ -124,3 +124,19 @@ impl InputPolicy for Reject {
 impl InputPolicy for Skip {
     const SKIP: bool = true;
 }
+
+/// The screening of a step's input (or a chunk of it) under policy `P`:
+/// under [`Skip`], how many values are bad; under [`Reject`], `check`
+/// them (and none is bad).
+#[inline(always)]
+pub(crate) fn screen<P: InputPolicy, T>(
+    xs: &[T],
+    valid: impl Fn(&T) -> bool,
+    check: impl FnOnce(&[T]) -> Result<(), Error>,
+) -> Result<u64, Error> {
+    if P::SKIP {
+        Ok(xs.iter().filter(|x| !valid(x)).count() as u64)
+    } else {
+        check(xs).map(|()| 0)
+    }
+}

@@ -49,7 +49,7 @@ use crate::chunk::{ChunkInput, Chunkable, whole_step};
 use crate::codec::{
     ByteSink, ByteSource, Decoder, Element, Encoder, Header, Kind, Persist, nested_len,
 };
-use crate::layout::{Layout, Policy};
+use crate::layout::{Layout, Policy, overlap};
 use crate::{Error, F32_LIMIT, Q15, Q31};
 
 mod sealed {
@@ -208,14 +208,16 @@ where
         n: usize,
         mut f: impl FnMut(Policy, usize, usize, core::ops::Range<usize>),
     ) {
-        let end = offset.saturating_add(n);
         let mut k = 0;
         for seg in self.layout.segments() {
-            let r = seg.range();
-            let (lo, hi) = (r.start.max(offset), r.end.min(end));
-            if lo < hi {
-                let kept_at = k + (lo - r.start);
-                f(seg.policy, lo, kept_at, lo - offset..hi - offset);
+            if let Some(o) = overlap(seg.range(), offset, n) {
+                let kept_at = k + (o.start - seg.start);
+                f(
+                    seg.policy,
+                    o.start,
+                    kept_at,
+                    o.start - offset..o.end - offset,
+                );
             }
             if seg.policy != Policy::Average {
                 k += seg.len;

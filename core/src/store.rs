@@ -287,7 +287,11 @@ impl<F: NorFlash> Store<F> {
 
 /// Reads `buf` at `offset`, widening to `READ_SIZE` boundaries through a
 /// small buffer.
-fn read_aligned<F: NorFlash>(flash: &mut F, offset: u32, buf: &mut [u8]) -> Result<(), F::Error> {
+pub(crate) fn read_aligned<F: NorFlash>(
+    flash: &mut F,
+    offset: u32,
+    buf: &mut [u8],
+) -> Result<(), F::Error> {
     let r = F::READ_SIZE.max(1).min(MAX_WORD) as u32;
     if r == 1 {
         return flash.read(offset, buf);

@@ -36,7 +36,7 @@ use crate::ema::CHUNK;
 use crate::ema::{check_len, len_u32};
 use crate::format::{CompF32, F32_LIMIT, I33F31, I49F15, check_f32, valid_f32};
 use crate::kernel::swa as k;
-use crate::policy::{Checked, Input, InputPolicy, Reject};
+use crate::policy::{Checked, Input, InputPolicy, Reject, screen};
 use crate::{Error, Q15, Q31};
 
 mod sealed {
@@ -323,12 +323,7 @@ impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>, P: InputPolicy> Swa<A, S, P>
         if self.count >= A::MAX_COUNT {
             return Err(Error::CountOverflow);
         }
-        let bad = if P::SKIP {
-            params.iter().filter(|x| !A::valid(x)).count() as u64
-        } else {
-            A::check(params)?;
-            0
-        };
+        let bad = screen::<P, _>(params, A::valid, A::check)?;
         self.apply(params, bad);
         Ok(())
     }
@@ -457,11 +452,7 @@ impl<A: SwaAccumulator, S: AsRef<[A]> + AsMut<[A]>, P: InputPolicy> crate::chunk
         Ok(0)
     }
     fn apply_chunk(&mut self, bad: &mut u64, offset: usize, x: &[A::Param]) -> Result<(), Error> {
-        if P::SKIP {
-            *bad += x.iter().filter(|v| !A::valid(v)).count() as u64;
-        } else {
-            A::check(x)?;
-        }
+        *bad += screen::<P, _>(x, A::valid, A::check)?;
         self.piece(offset, x);
         Ok(())
     }

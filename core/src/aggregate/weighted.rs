@@ -347,6 +347,20 @@ impl<A: WeightedAcc, S: AsRef<[A]> + AsMut<[A]>> WeightedAverage<A, S> {
         Ok(peak)
     }
 
+    /// Checks a chunk and folds it into elements `offset..`, raising the
+    /// plan's peak; nothing changes on error.
+    fn chunk(
+        &mut self,
+        plan: &mut WeightedPlan<A::Weight>,
+        offset: usize,
+        x: &[A::Param],
+    ) -> Result<(), Error> {
+        let peak = self.admit_chunk(plan, x)?;
+        self.fold_at(offset, x, plan.w);
+        plan.peak = peak;
+        Ok(())
+    }
+
     /// Folds an admitted chunk into elements `offset..`.
     fn fold_at(&mut self, offset: usize, x: &[A::Param], w: A::Weight) {
         let acc = self.acc.as_mut().get_mut(offset..).unwrap_or(&mut []);
@@ -609,10 +623,7 @@ impl<S: AsRef<[CompF32]> + AsMut<[CompF32]>> crate::chunk::Chunkable for Inverse
         (x, r): (&[f32], &[f32]),
     ) -> Result<(), Error> {
         check_f32(r)?;
-        let peak = self.avg.admit_chunk(&plan.fold, x)?;
-        self.avg.fold_at(offset, x, plan.fold.w);
-        plan.fold.peak = peak;
-        Ok(())
+        self.avg.chunk(&mut plan.fold, offset, x)
     }
     fn finish_step(&mut self, plan: DistancePlan) -> Result<(), Error> {
         self.avg.end(&plan.fold)?;
@@ -847,12 +858,12 @@ impl<S: AsRef<[CompF32]> + AsMut<[CompF32]>, const C: usize> VarianceCorrected<S
         f: impl Fn(usize, f32) -> f64,
     ) {
         for (k, seg) in self.layout.segments().iter().enumerate() {
-            let r = seg.range();
-            let (lo, hi) = (r.start.max(offset), r.end.min(offset + x.len()));
-            if let (Some(xs), Some(sum)) = (
-                x.get(lo.saturating_sub(offset)..hi.saturating_sub(offset)),
-                sums.get_mut(k),
-            ) {
+            let Some(o) = crate::layout::overlap(seg.range(), offset, x.len()) else {
+                continue;
+            };
+            if let (Some(xs), Some(sum)) =
+                (x.get(o.start - offset..o.end - offset), sums.get_mut(k))
+            {
                 for &v in xs {
                     sum.add(f(k, v));
                 }
@@ -918,10 +929,7 @@ impl<A: WeightedAcc, S: AsRef<[A]> + AsMut<[A]>> crate::chunk::Chunkable for Wei
         offset: usize,
         x: &[A::Param],
     ) -> Result<(), Error> {
-        let peak = self.admit_chunk(plan, x)?;
-        self.fold_at(offset, x, plan.w);
-        plan.peak = peak;
-        Ok(())
+        self.chunk(plan, offset, x)
     }
     fn finish_step(&mut self, plan: Self::Plan) -> Result<(), Error> {
         self.end(&plan)
@@ -1016,14 +1024,12 @@ impl<S: AsRef<[CompF32]> + AsMut<[CompF32]>, const C: usize> crate::chunk::Chunk
         offset: usize,
         x: &[f32],
     ) -> Result<(), Error> {
-        let peak = self.avg.admit_chunk(&plan.fold, x)?;
+        self.avg.chunk(&mut plan.fold, offset, x)?;
         let means = plan.means;
         self.segment_sums(&mut plan.sums, offset, x, |k, v| {
             let d = f64::from(v) - means.get(k).copied().unwrap_or(0.0);
             d * d
         });
-        self.avg.fold_at(offset, x, 1.0);
-        plan.fold.peak = peak;
         Ok(())
     }
     fn finish_step(&mut self, plan: SpreadPlan<C>) -> Result<(), Error> {

@@ -246,7 +246,7 @@ mod firmware {
     /// `stop=N` the run ends at step N (a power loss).
     fn persist(bufs: &'static mut Buffers<D>, stop: Option<u32>) -> ! {
         let Some(flash) =
-            cortex_m::singleton!(: flash::RamFlash = flash::RamFlash([0xFF; flash::SIZE]))
+            cortex_m::singleton!(: flash::RamFlash = flash::Emulated([0xFF; flash::SIZE]))
         else {
             exit(false);
         };
@@ -376,7 +376,7 @@ mod firmware {
         >;
         let (Some(page), Some(pflash)) = (
             cortex_m::singleton!(: [CompF32; PAGE] = [CompF32::ZERO; PAGE]),
-            cortex_m::singleton!(: flash::PageFlash = flash::PageFlash([0xFF; flash::PAGE_FLASH])),
+            cortex_m::singleton!(: flash::PageFlash = flash::Emulated([0xFF; flash::PAGE_FLASH])),
         ) else {
             exit(false)
         };
@@ -563,8 +563,12 @@ mod firmware {
         pub const SIZE: usize = 8192;
         const IMAGE: &[u8] = b"polyak-flash.img\0";
 
-        /// The flash contents.
-        pub struct RamFlash(pub [u8; SIZE]);
+        /// An emulated NOR flash of `N` bytes in `E`-byte sectors, in RAM.
+        pub struct Emulated<const N: usize, const E: usize>(pub [u8; N]);
+
+        /// The flash of the persistence demo (1 KiB sectors), saved to a
+        /// host file between runs.
+        pub type RamFlash = Emulated<SIZE, 1024>;
 
         /// Sector size of the flash that holds the paged EMA's shadow.
         #[cfg(feature = "paged")]
@@ -575,57 +579,9 @@ mod firmware {
         pub const PAGE_FLASH: usize = 1024;
 
         /// A second emulated NOR flash with small sectors, for the paged
-        /// EMA (in RAM; it does not survive a restart).
+        /// EMA (it does not survive a restart).
         #[cfg(feature = "paged")]
-        pub struct PageFlash(pub [u8; PAGE_FLASH]);
-
-        #[cfg(feature = "paged")]
-        impl ErrorType for PageFlash {
-            type Error = FlashError;
-        }
-
-        #[cfg(feature = "paged")]
-        impl ReadNorFlash for PageFlash {
-            const READ_SIZE: usize = 1;
-            fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), FlashError> {
-                let start = offset as usize;
-                let src = self
-                    .0
-                    .get(start..start.saturating_add(bytes.len()))
-                    .ok_or(FlashError)?;
-                for (d, s) in bytes.iter_mut().zip(src) {
-                    *d = *s;
-                }
-                Ok(())
-            }
-            fn capacity(&self) -> usize {
-                PAGE_FLASH
-            }
-        }
-
-        #[cfg(feature = "paged")]
-        impl NorFlash for PageFlash {
-            const WRITE_SIZE: usize = 4;
-            const ERASE_SIZE: usize = PAGE_SECTOR;
-            fn erase(&mut self, from: u32, to: u32) -> Result<(), FlashError> {
-                self.0
-                    .get_mut(from as usize..to as usize)
-                    .ok_or(FlashError)?
-                    .fill(0xFF);
-                Ok(())
-            }
-            fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), FlashError> {
-                let start = offset as usize;
-                let dst = self
-                    .0
-                    .get_mut(start..start.saturating_add(bytes.len()))
-                    .ok_or(FlashError)?;
-                for (d, s) in dst.iter_mut().zip(bytes) {
-                    *d &= *s; // NOR: bits only go from 1 to 0
-                }
-                Ok(())
-            }
-        }
+        pub type PageFlash = Emulated<PAGE_FLASH, PAGE_SECTOR>;
 
         /// Out of bounds or misaligned.
         #[derive(Debug)]
@@ -637,11 +593,11 @@ mod firmware {
             }
         }
 
-        impl ErrorType for RamFlash {
+        impl<const N: usize, const E: usize> ErrorType for Emulated<N, E> {
             type Error = FlashError;
         }
 
-        impl ReadNorFlash for RamFlash {
+        impl<const N: usize, const E: usize> ReadNorFlash for Emulated<N, E> {
             const READ_SIZE: usize = 1;
             fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), FlashError> {
                 let start = offset as usize;
@@ -655,13 +611,13 @@ mod firmware {
                 Ok(())
             }
             fn capacity(&self) -> usize {
-                SIZE
+                N
             }
         }
 
-        impl NorFlash for RamFlash {
+        impl<const N: usize, const E: usize> NorFlash for Emulated<N, E> {
             const WRITE_SIZE: usize = 4;
-            const ERASE_SIZE: usize = 1024;
+            const ERASE_SIZE: usize = E;
             fn erase(&mut self, from: u32, to: u32) -> Result<(), FlashError> {
                 self.0
                     .get_mut(from as usize..to as usize)

@@ -31,7 +31,8 @@ fn admit(
             continue;
         }
         let (lo, hi) = ((1.0 - tau) * m, (1.0 + tau) * m);
-        if ((v - lo).abs() <= 1e-9 * m) || ((v - hi).abs() <= 1e-9 * m) {
+        // the documented margin: decisions within 10⁻¹⁴ of a bound may differ
+        if ((v - lo).abs() <= 1e-14 * m) || ((v - hi).abs() <= 1e-14 * m) {
             return None;
         }
         ok &= lo <= v && v <= hi;

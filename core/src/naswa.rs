@@ -23,7 +23,7 @@
 //! each the exact sum of the squares (each square formed in f64; for f32
 //! means, from the compensated sum divided by the count) rounded once, so
 //! a decision can differ from one made in exact arithmetic only when `‖x‖`
-//! is within about 10⁻¹⁵ relative of a bound, and it does not depend on
+//! is within 10⁻¹⁴ relative of a bound, and it does not depend on
 //! the order in which chunks of the snapshot arrive.
 //!
 //! ```
